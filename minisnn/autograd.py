@@ -1,0 +1,142 @@
+"""Reverse-mode automatic differentiation on NumPy arrays, in the spirit of micrograd.
+
+A :class:`Tensor` wraps an ``np.ndarray`` (``.data``). An op builds its output with
+:func:`make`, passing the parent tensors and a closure ``backward(g) -> grads`` that maps the
+gradient of the output to one gradient per parent. ``Tensor.backward()`` sorts the graph
+topologically and **accumulates** gradients, so a weight used at every time step receives one
+contribution per step. Only leaves (tensors created by the user, e.g. parameters) keep ``.grad``.
+"""
+import contextlib
+
+import numpy as np
+
+_GRAD_ENABLED = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block no graph is recorded (evaluation, optimiser updates)."""
+    global _GRAD_ENABLED
+    prev, _GRAD_ENABLED = _GRAD_ENABLED, False
+    try:
+        yield
+    finally:
+        _GRAD_ENABLED = prev
+
+
+def is_grad_enabled():
+    return _GRAD_ENABLED
+
+
+def as_array(data, dtype=None):
+    """Float array view of ``data``: float32 by default, float64 (and float16) preserved."""
+    if isinstance(data, Tensor):
+        data = data.data
+    arr = np.asarray(data, dtype=dtype)
+    if dtype is None and not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float32)
+    return arr
+
+
+class Tensor:
+    """An array that remembers how it was computed.
+
+    >>> x = Tensor([1.0, 2.0], requires_grad=True); (x * x).sum().backward(); x.grad
+    array([2., 4.], dtype=float32)
+    """
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "__weakref__")
+    __array_priority__ = 1000  # so that ndarray + Tensor defers to Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        self.data = as_array(data, dtype)
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._parents = ()
+        self._backward = None
+
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    dtype = property(lambda self: self.data.dtype)
+    size = property(lambda self: self.data.size)
+    T = property(lambda self: self.transpose())
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        flag = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}{flag})"
+
+    def numpy(self):
+        return self.data
+
+    def item(self):
+        return self.data.item()
+
+    def detach(self):
+        """Same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def zero_grad(self):
+        self.grad = None
+
+    def backward(self, grad=None):
+        """Back-propagate from this tensor; ``grad`` defaults to ones (so a scalar loss needs none)."""
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad")
+        grad = np.ones_like(self.data) if grad is None else as_array(grad, self.data.dtype)
+        if grad.shape != self.shape:
+            raise ValueError(f"backward: grad has shape {grad.shape}, tensor has {self.shape}")
+        grads = {id(self): grad}
+        for node in reversed(_topological_order(self)):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            if node._backward is None:  # a leaf: keep the gradient
+                node.grad = g.copy() if node.grad is None else node.grad + g
+                continue
+            for parent, pg in zip(node._parents, node._backward(g)):
+                if pg is None or not parent.requires_grad:
+                    continue
+                key = id(parent)
+                grads[key] = pg if key not in grads else grads[key] + pg
+
+
+def _topological_order(root):
+    """Nodes reachable from ``root`` (that need gradients), parents before children; iterative DFS."""
+    order, visited, stack = [], set(), [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:  # every parent has been emitted: the node may follow them
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        stack.extend((p, False) for p in node._parents if p.requires_grad and id(p) not in visited)
+    return order
+
+
+def make(data, parents, backward):
+    """Wrap ``data`` as the output of an op; record ``backward`` only if a parent needs gradients."""
+    out = Tensor.__new__(Tensor)
+    out.data, out.grad, out._parents, out._backward = data, None, (), None
+    out.requires_grad = _GRAD_ENABLED and any(p.requires_grad for p in parents)
+    if out.requires_grad:
+        out._parents, out._backward = tuple(parents), backward
+    return out
+
+
+def tensor(x):
+    """``x`` as a Tensor (no copy when it already is one)."""
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes NumPy broadcasting added or stretched, back to ``shape``."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
+    return grad.sum(axis=axes, keepdims=True).reshape(shape)

@@ -1,0 +1,195 @@
+"""The bridge to the compiled C core, and the NumPy reference of every kernel (the readable truth).
+
+Kernels work on flat, C-contiguous ``[T, M]`` arrays (T steps, M neurons). Each public function
+validates its arguments, then calls C (``backend() == "c"``) or its NumPy twin. Set
+``MINISNN_BACKEND=numpy`` to force the reference path; tests assert that both give the same numbers.
+"""
+import os
+import warnings
+
+import numpy as np
+
+SURROGATES = {"sigmoid": 0, "atan": 1, "rectangle": 2, "triangle": 3}
+
+try:
+    from . import _core
+    _lib, _ffi, _WHY = _core.lib, _core.ffi, None
+except ImportError as exc:  # no compiler at install time, or a source checkout not built yet
+    _lib = _ffi = None
+    _WHY = f"the C extension minisnn._core is not built ({exc})"
+    if os.environ.get("MINISNN_BACKEND", "c") != "numpy":
+        warnings.warn(f"minisnn: {_WHY}; using the NumPy reference kernels (slower). "
+                      "Reinstall with a C compiler available: pip install -e .", RuntimeWarning, stacklevel=2)
+
+
+def backend():
+    """'c' when the compiled core is loaded and not disabled by MINISNN_BACKEND=numpy, else 'numpy'."""
+    return "c" if _lib is not None and os.environ.get("MINISNN_BACKEND", "c") != "numpy" else "numpy"
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_block(name, a, dtype, shape):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise ValueError(f"{name} must have dtype {dtype}, got {a.dtype}")
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return a
+
+
+def _check_param(name, v, dtype, M):
+    """A per-neuron parameter: a scalar or an array of M values -> (1-D contiguous array, is_vector)."""
+    a = np.ascontiguousarray(np.asarray(v, dtype=dtype).reshape(-1))
+    if a.size not in (1, M):
+        raise ValueError(f"{name} must be a scalar or hold one value per neuron ({M}), got {a.size} values")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be finite")
+    return a, int(a.size == M and M != 1)
+
+
+def _check_x(x, name="x"):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
+    if x.dtype not in (np.float32, np.float64):
+        raise ValueError(f"{name} must be float32 or float64, got {x.dtype}")
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise ValueError(f"{name} must be a [T, M] block with T >= 1, got shape {x.shape}")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return x
+
+
+def _ptr(a):
+    return _ffi.NULL if a is None else _ffi.from_buffer(f"{'float' if a.dtype == np.float32 else 'double'}[]", a)
+
+
+# ----------------------------------------------------------------------------- LIF forward
+
+
+def lif_forward(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, return_h=False):
+    """Run the neuron model over T for M neurons. ``v_reset=None`` selects the soft reset.
+
+    u[t] = c·h[t−1] + d·x[t] + (1 − c)·v_rest,  h[0] = v0;  s[t] = Θ(u[t] − v_th), Θ(0) = 1;
+    hard: h[t] = u[t](1 − s[t]) + v_reset·s[t];  soft: h[t] = u[t] − v_th·s[t].
+    Returns (s, u) or (s, u, h), each [T, M] like x.
+    """
+    x = _check_x(x)
+    T, M = x.shape
+    (c, cv), (d, dv), (h0, hv) = (_check_param(n, v, x.dtype, M) for n, v in (("decay", decay), ("gain", gain), ("v0", v0)))
+    hard = v_reset is not None
+    vr = 0.0 if v_reset is None else float(v_reset)
+    s, u = np.empty_like(x), np.empty_like(x)
+    h_all = np.empty_like(x) if return_h else None
+    if backend() == "c":
+        fn = _lib.lif_forward_float if x.dtype == np.float32 else _lib.lif_forward_double
+        fn(_ptr(x), _ptr(s), _ptr(u), _ptr(h_all), _ptr(np.empty(M, x.dtype)), _ptr(c), cv, _ptr(d), dv,
+           _ptr(h0), hv, T, M, v_th, vr, int(hard), v_rest)
+    else:
+        _lif_forward_numpy(x, s, u, h_all, c, d, h0, x.dtype.type(v_th), x.dtype.type(vr), hard, x.dtype.type(v_rest))
+    return (s, u, h_all) if return_h else (s, u)
+
+
+def _lif_forward_numpy(x, s, u, h_all, c, d, h0, v_th, v_reset, hard, v_rest):
+    h = np.broadcast_to(h0, x.shape[1:]).copy()
+    for t in range(x.shape[0]):
+        u[t] = c * h + d * x[t] + (1 - c) * v_rest
+        s[t] = u[t] >= v_th
+        h = u[t] * (1 - s[t]) + v_reset * s[t] if hard else u[t] - v_th * s[t]
+        if h_all is not None:
+            h_all[t] = h
+
+
+# ----------------------------------------------------------------------------- LIF backward (BPTT)
+
+
+def lif_backward(gs, gu, x, s, u, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0,
+                 detach_reset=False, surrogate="sigmoid", sg_param=4.0):
+    """Back-propagate through :func:`lif_forward`. ``gs``/``gu`` = dL/ds, dL/du (None = zero).
+
+    Returns (dL/dx [T, M], dL/d(decay) [M], dL/d(gain) [M], dL/dv0 [M]); the per-neuron
+    parameter gradients are summed over time (the caller sums them further to its parameter shape).
+    """
+    x = _check_x(x)
+    T, M = x.shape
+    for name, a in (("s", s), ("u", u), ("gs", gs), ("gu", gu)):
+        if a is not None:
+            _check_block(name, a, x.dtype, x.shape)
+    if surrogate not in SURROGATES:
+        raise ValueError(f"surrogate must be one of {sorted(SURROGATES)}, got {surrogate!r}")
+    (c, cv), (d, dv), (h0, hv) = (_check_param(n, v, x.dtype, M) for n, v in (("decay", decay), ("gain", gain), ("v0", v0)))
+    hard, vr = v_reset is not None, 0.0 if v_reset is None else float(v_reset)
+    gx, gc, gd, gv = np.empty_like(x), np.empty(M, x.dtype), np.empty(M, x.dtype), np.empty(M, x.dtype)
+    if backend() == "c":
+        fn = _lib.lif_backward_float if x.dtype == np.float32 else _lib.lif_backward_double
+        fn(_ptr(gs), _ptr(gu), _ptr(x), _ptr(s), _ptr(u), _ptr(gx), _ptr(gc), _ptr(gd), _ptr(gv),
+           _ptr(np.empty(M, x.dtype)), _ptr(c), cv, _ptr(d), dv, _ptr(h0), hv, T, M, v_th, vr, int(hard),
+           v_rest, int(detach_reset), SURROGATES[surrogate], sg_param)
+    else:
+        f = x.dtype.type
+        _lif_backward_numpy(gs, gu, x, s, u, gx, gc, gd, gv, c, d, h0, f(v_th), f(vr), hard, f(v_rest),
+                            detach_reset, surrogate, f(sg_param))
+    return gx, gc, gd, gv
+
+
+def surrogate_grad(x, kind, a):
+    """g'(x) of the named surrogate (the same formulas as the C switch and neurons.py's classes)."""
+    if kind == "sigmoid":
+        sg = 1 / (1 + np.exp(-a * x))
+        return a * sg * (1 - sg)
+    if kind == "atan":
+        return (a / 2) / (1 + (np.pi / 2 * a * x) ** 2)
+    if kind == "rectangle":
+        return (np.abs(x) < a / 2) / a
+    return np.maximum(a - np.abs(x), 0) / (a * a)
+
+
+def _lif_backward_numpy(gs, gu, x, s, u, gx, gc, gd, gv, c, d, h0, v_th, v_reset, hard, v_rest, detach, kind, a):
+    keep = 0 if detach else 1
+    gh = np.zeros(x.shape[1], x.dtype)
+    gc[:] = 0
+    gd[:] = 0
+    for t in range(x.shape[0] - 1, -1, -1):
+        sg = surrogate_grad(u[t] - v_th, kind, a).astype(x.dtype)
+        g_s = gs[t] if gs is not None else 0
+        g_u = gu[t] if gu is not None else 0
+        if hard:
+            du = g_u + (g_s + gh * (v_reset - u[t]) * keep) * sg + gh * (1 - s[t])
+        else:
+            du = g_u + (g_s - gh * v_th * keep) * sg + gh
+        if t == 0:
+            hprev = np.broadcast_to(h0, gh.shape)
+        else:
+            hprev = u[t - 1] * (1 - s[t - 1]) + v_reset * s[t - 1] if hard else u[t - 1] - v_th * s[t - 1]
+        gx[t] = d * du
+        gc += du * (hprev - v_rest)
+        gd += du * x[t]
+        gh = c * du
+    gv[:] = gh
+
+
+# ----------------------------------------------------------------------------- SLTRP recursion
+
+
+def sltrp(r_out, gamma):
+    """EventRPG eq. 10–11 on [T, M] blocks -> (R_in [T, M], R_init [M]); see relevance.sltrp_recursion."""
+    r_out = _check_x(r_out, "r_out")
+    _check_block("gamma", gamma, r_out.dtype, r_out.shape)
+    T, M = r_out.shape
+    r_in, r_init = np.empty_like(r_out), np.empty(M, r_out.dtype)
+    if backend() == "c":
+        fn = _lib.sltrp_float if r_out.dtype == np.float32 else _lib.sltrp_double
+        fn(_ptr(r_out), _ptr(gamma), _ptr(r_in), _ptr(r_init), T, M)
+        return r_in, r_init
+    r_in[-1] = r_out[-1]
+    for t in range(T - 1, 0, -1):
+        carry = gamma[t] * r_in[t]
+        r_in[t - 1] = carry + r_out[t - 1]
+        r_in[t] -= carry
+    r_init[:] = gamma[0] * r_in[0]
+    r_in[0] -= r_init
+    return r_in, r_init

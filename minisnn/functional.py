@@ -1,0 +1,415 @@
+"""Differentiable ops. Each op computes its forward with NumPy and defines its backward right below.
+
+Every op takes Tensors (or arrays/scalars, promoted with :func:`tensor`) and returns a Tensor. The
+backward closure receives ``g = dL/d(out)`` and returns one gradient per parent (``None`` = no
+gradient). Broadcasting is undone by :func:`unbroadcast`. All ops preserve float64.
+"""
+import numpy as np
+
+from .autograd import Tensor, make, tensor, unbroadcast
+
+# ----------------------------------------------------------------------------- elementwise
+
+
+def _operands(a, b):
+    a = tensor(a)
+    b = b if isinstance(b, Tensor) else Tensor(np.asarray(b, dtype=a.dtype))
+    return a, b
+
+
+def add(a, b):
+    a, b = _operands(a, b)
+    return make(a.data + b.data, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)))
+
+
+def sub(a, b):
+    a, b = _operands(a, b)
+    return make(a.data - b.data, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)))
+
+
+def mul(a, b):
+    a, b = _operands(a, b)
+    return make(a.data * b.data, (a, b),
+                lambda g: (unbroadcast(g * b.data, a.shape), unbroadcast(g * a.data, b.shape)))
+
+
+def div(a, b):
+    a, b = _operands(a, b)
+    out = a.data / b.data
+    return make(out, (a, b), lambda g: (unbroadcast(g / b.data, a.shape), unbroadcast(-g * out / b.data, b.shape)))
+
+
+def neg(a):
+    return make(-a.data, (a,), lambda g: (-g,))
+
+
+def pow(a, p):
+    """a ** p for a constant exponent p."""
+    a = tensor(a)
+    return make(a.data ** p, (a,), lambda g: (g * p * a.data ** (p - 1),))
+
+
+def exp(a):
+    a = tensor(a)
+    out = np.exp(a.data)
+    return make(out, (a,), lambda g: (g * out,))
+
+
+def log(a):
+    a = tensor(a)
+    return make(np.log(a.data), (a,), lambda g: (g / a.data,))
+
+
+def sqrt(a):
+    a = tensor(a)
+    out = np.sqrt(a.data)
+    return make(out, (a,), lambda g: (g / (2 * out),))
+
+
+def abs(a):
+    a = tensor(a)
+    return make(np.abs(a.data), (a,), lambda g: (g * np.sign(a.data),))
+
+
+def relu(a):
+    a = tensor(a)
+    return make(np.maximum(a.data, 0), (a,), lambda g: (g * (a.data > 0),))
+
+
+def sigmoid(a):
+    a = tensor(a)
+    out = 0.5 * (1 + np.tanh(0.5 * a.data))  # overflow-free logistic
+    return make(out, (a,), lambda g: (g * out * (1 - out),))
+
+
+def tanh(a):
+    a = tensor(a)
+    out = np.tanh(a.data)
+    return make(out, (a,), lambda g: (g * (1 - out * out),))
+
+
+def clip(a, lo, hi):
+    """Clamp to [lo, hi]; zero gradient outside."""
+    a = tensor(a)
+    return make(np.clip(a.data, lo, hi), (a,), lambda g: (g * ((a.data >= lo) & (a.data <= hi)),))
+
+
+def floor_ste(a):
+    """⌊a⌋ forward, identity backward (straight-through estimator, used by QCFS)."""
+    a = tensor(a)
+    return make(np.floor(a.data), (a,), lambda g: (g,))
+
+
+def spike(x, surrogate):
+    """Heaviside step Θ(x) with Θ(0) = 1 forward; the surrogate's g'(x) backward."""
+    x = tensor(x)
+    return make((x.data >= 0).astype(x.dtype), (x,), lambda g: (g * surrogate.grad(x.data),))
+
+
+def where(cond, a, b):
+    """Elementwise cond ? a : b (cond is a constant boolean array)."""
+    cond = np.asarray(cond.data if isinstance(cond, Tensor) else cond, dtype=bool)
+    a, b = _operands(a, b)
+    return make(np.where(cond, a.data, b.data), (a, b),
+                lambda g: (unbroadcast(np.where(cond, g, 0), a.shape), unbroadcast(np.where(cond, 0, g), b.shape)))
+
+
+# ----------------------------------------------------------------------------- reductions and shapes
+
+
+def _keep(g, shape, axis, keepdims):
+    """Reshape a reduced gradient so that it broadcasts against the input of shape ``shape``."""
+    if axis is None or keepdims:
+        return g if axis is not None else np.reshape(g, (1,) * len(shape))
+    axes = (axis,) if np.isscalar(axis) else axis
+    return np.expand_dims(g, tuple(ax % len(shape) for ax in axes))
+
+
+def sum(a, axis=None, keepdims=False):
+    a = tensor(a)
+    return make(np.sum(a.data, axis=axis, keepdims=keepdims), (a,),
+                lambda g: (np.broadcast_to(_keep(g, a.shape, axis, keepdims), a.shape),))
+
+
+def mean(a, axis=None, keepdims=False):
+    a = tensor(a)
+    n = a.size // max(np.sum(a.data, axis=axis, keepdims=keepdims).size, 1)
+    return make(np.mean(a.data, axis=axis, keepdims=keepdims), (a,),
+                lambda g: (np.broadcast_to(_keep(g, a.shape, axis, keepdims) / n, a.shape),))
+
+
+def max(a, axis=None, keepdims=False):
+    """Maximum; the gradient is shared equally among tied maxima."""
+    a = tensor(a)
+    out = np.max(a.data, axis=axis, keepdims=keepdims)
+
+    def backward(g):
+        mask = a.data == _keep(out, a.shape, axis, keepdims)
+        mask = mask / np.sum(mask, axis=axis, keepdims=True)
+        return (mask * _keep(g, a.shape, axis, keepdims),)
+    return make(out, (a,), backward)
+
+
+def reshape(a, *shape):
+    a = tensor(a)
+    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return make(a.data.reshape(shape), (a,), lambda g: (g.reshape(a.shape),))
+
+
+def transpose(a, *axes):
+    a = tensor(a)
+    axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else (axes or None)
+    inv = None if axes is None else tuple(np.argsort(axes))
+    return make(np.transpose(a.data, axes), (a,), lambda g: (np.transpose(g, inv),))
+
+
+def getitem(a, idx):
+    """Basic or advanced indexing; repeated indices accumulate (np.add.at)."""
+    a = tensor(a)
+    idx = tuple(i.data if isinstance(i, Tensor) else i for i in idx) if isinstance(idx, tuple) else idx
+
+    def backward(g):
+        ga = np.zeros_like(a.data)
+        np.add.at(ga, idx, g)
+        return (ga,)
+    return make(a.data[idx], (a,), backward)
+
+
+def stack(tensors, axis=0):
+    tensors = [tensor(t) for t in tensors]
+    return make(np.stack([t.data for t in tensors], axis), tensors,
+                lambda g: tuple(np.moveaxis(g, axis, 0)))
+
+
+def concat(tensors, axis=0):
+    tensors = [tensor(t) for t in tensors]
+    splits = np.cumsum([t.shape[axis] for t in tensors])[:-1]
+    return make(np.concatenate([t.data for t in tensors], axis), tensors, lambda g: tuple(np.split(g, splits, axis)))
+
+
+# ----------------------------------------------------------------------------- linear algebra
+
+
+def matmul(a, b):
+    """a @ b (batched like np.matmul); 1-D operands are not supported, reshape them first."""
+    a, b = tensor(a), tensor(b)
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError("matmul: both operands need at least 2 dimensions")
+    return make(a.data @ b.data, (a, b), lambda g: (unbroadcast(g @ np.swapaxes(b.data, -1, -2), a.shape),
+                                                    unbroadcast(np.swapaxes(a.data, -1, -2) @ g, b.shape)))
+
+
+def linear(x, weight, bias=None):
+    """y = x Wᵀ + b with W of shape (out, in), for x of shape (..., in)."""
+    x = tensor(x)
+    x2 = x.data.reshape(-1, x.shape[-1])
+    out = (x2 @ weight.data.T).reshape(x.shape[:-1] + (weight.shape[0],))
+    parents = (x, weight) + ((bias,) if bias is not None else ())
+    if bias is not None:
+        out += bias.data
+
+    def backward(g):
+        g2 = g.reshape(-1, weight.shape[0])
+        grads = ((g2 @ weight.data).reshape(x.shape), g2.T @ x2)
+        return grads + ((g2.sum(0),) if bias is not None else ())
+    return make(out, parents, backward)
+
+
+# ----------------------------------------------------------------------------- softmax family
+
+
+def softmax(a, axis=-1):
+    a = tensor(a)
+    e = np.exp(a.data - a.data.max(axis=axis, keepdims=True))
+    out = e / e.sum(axis=axis, keepdims=True)
+    return make(out, (a,), lambda g: (out * (g - (g * out).sum(axis=axis, keepdims=True)),))
+
+
+def log_softmax(a, axis=-1):
+    a = tensor(a)
+    z = a.data - a.data.max(axis=axis, keepdims=True)
+    out = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    return make(out, (a,), lambda g: (g - np.exp(out) * g.sum(axis=axis, keepdims=True),))
+
+
+# ----------------------------------------------------------------------------- convolution and pooling
+
+
+def _windows(xp, kh, kw, stride):
+    """Strided view [N, C, Ho, Wo, kh, kw] of the (padded) input: no copy."""
+    v = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
+    return v[:, :, ::stride, ::stride]
+
+
+def _pair(v, name):
+    v = (v, v) if np.isscalar(v) else tuple(v)
+    if len(v) != 2 or any(int(i) != i or i < 0 for i in v):
+        raise ValueError(f"{name} must be a non-negative int or a pair of them, got {v!r}")
+    return int(v[0]), int(v[1])
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """2-D cross-correlation: out[n,o,i,j] = Σ_{c,a,b} w[o,c,a,b]·x_pad[n,c,s·i+a,s·j+b] + bias[o].
+
+    Forward: im2col as a strided view of the padded input and one GEMM (``tensordot``).
+    Backward: dW by one GEMM against the same view; dx by a loop over the kh·kw kernel offsets,
+    each one GEMM added into a strided slice of the padded input gradient.
+    """
+    x = tensor(x)
+    ph, pw = _pair(padding, "padding")
+    O, C, kh, kw = weight.shape
+    if x.ndim != 4 or x.shape[1] != C:
+        raise ValueError(f"conv2d: input must be [N, {C}, H, W], got {x.shape}")
+    xp = np.pad(x.data, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x.data
+    cols = _windows(xp, kh, kw, stride)                               # [N, C, Ho, Wo, kh, kw]
+    N, _, Ho, Wo = cols.shape[:4]
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"conv2d: input {x.shape} too small for kernel {(kh, kw)}")
+    out = np.tensordot(cols, weight.data, axes=([1, 4, 5], [1, 2, 3]))  # [N, Ho, Wo, O]
+    if bias is not None:
+        out += bias.data
+    out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    parents = (x, weight) + ((bias,) if bias is not None else ())
+
+    def backward(g):
+        gT = np.ascontiguousarray(g.transpose(0, 2, 3, 1))            # [N, Ho, Wo, O]
+        gw = np.tensordot(gT, cols, axes=([0, 1, 2], [0, 2, 3])) if weight.requires_grad else None
+        gx = None
+        if x.requires_grad:
+            gxp = np.zeros((N, xp.shape[2], xp.shape[3], C), dtype=g.dtype)
+            for a in range(kh):
+                for b in range(kw):
+                    gxp[:, a:a + stride * Ho:stride, b:b + stride * Wo:stride] += gT @ weight.data[:, :, a, b]
+            gx = gxp[:, ph:ph + x.shape[2], pw:pw + x.shape[3]].transpose(0, 3, 1, 2)
+        return (gx, gw) + ((gT.sum((0, 1, 2)),) if bias is not None else ())
+    return make(out, parents, backward)
+
+
+def _pool(x, kernel_size, stride, kind):
+    x = tensor(x)
+    kh, kw = _pair(kernel_size, "kernel_size")
+    s = kh if stride is None else int(stride)
+    if x.ndim != 4:
+        raise ValueError(f"{kind}_pool2d: input must be [N, C, H, W], got {x.shape}")
+    win = _windows(x.data, kh, kw, s)                                 # [N, C, Ho, Wo, kh, kw]
+    N, C, Ho, Wo = win.shape[:4]
+    if kind == "avg":
+        out = win.mean((-2, -1))
+    else:
+        flat = win.reshape(N, C, Ho, Wo, kh * kw)
+        arg = flat.argmax(-1)
+        out = np.take_along_axis(flat, arg[..., None], -1)[..., 0]
+
+    def backward(g):
+        gx = np.zeros_like(x.data)
+        for a in range(kh):
+            for b in range(kw):
+                contrib = g / (kh * kw) if kind == "avg" else g * (arg == a * kw + b)
+                gx[:, :, a:a + s * Ho:s, b:b + s * Wo:s] += contrib
+        return (gx,)
+    return make(np.ascontiguousarray(out), (x,), backward)
+
+
+def avg_pool2d(x, kernel_size, stride=None):
+    """Mean over k×k windows (stride defaults to k); the backward spreads g/k² over each window."""
+    return _pool(x, kernel_size, stride, "avg")
+
+
+def max_pool2d(x, kernel_size, stride=None):
+    """Max over k×k windows; the backward routes g to the (first) arg-max of each window."""
+    return _pool(x, kernel_size, stride, "max")
+
+
+def _adaptive_matrix(n_in, n_out, dtype):
+    """P[i, j] = 1/len(bin i) for j in bin i = [⌊i·n_in/n_out⌋, ⌈(i+1)·n_in/n_out⌉) (PyTorch's bins)."""
+    P = np.zeros((n_out, n_in), dtype=dtype)
+    for i in range(n_out):
+        lo, hi = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+        P[i, lo:hi] = 1.0 / (hi - lo)
+    return P
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Average over PyTorch's adaptive bins: out = P_h · x · P_wᵀ, a linear map; backward = P_hᵀ · g · P_w."""
+    x = tensor(x)
+    oh, ow = _pair(output_size, "output_size")
+    Ph, Pw = _adaptive_matrix(x.shape[2], oh, x.dtype), _adaptive_matrix(x.shape[3], ow, x.dtype)
+    out = Ph @ x.data @ Pw.T
+    return make(out, (x,), lambda g: (Ph.T @ g @ Pw,))
+
+
+# ----------------------------------------------------------------------------- normalisation and dropout
+
+
+def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """y = γ·(x − μ)/√(σ² + ε) + β per channel (axis 1), statistics over every other axis.
+
+    Training: μ, σ² of the batch (so over T·N·H·W for folded sequences), running stats updated in place
+    with the unbiased variance (PyTorch's convention). Eval: running stats, a per-channel affine map.
+    """
+    x = tensor(x)
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if training:
+        mu = x.data.mean(axes)
+        xc = x.data - mu.reshape(shape)
+        var = np.mean(xc * xc, axes)
+        n = x.size // x.shape[1]
+        running_mean *= 1 - momentum
+        running_mean += momentum * mu
+        running_var *= 1 - momentum
+        running_var += momentum * var * n / max(n - 1, 1)
+    else:
+        mu, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
+        xc = x.data - mu.reshape(shape)
+    inv = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    xhat = xc * inv.reshape(shape)
+    out = xhat * weight.data.reshape(shape) + bias.data.reshape(shape)
+
+    def backward(g):
+        gw, gb = (g * xhat).sum(axes), g.sum(axes)
+        gxhat = g * weight.data.reshape(shape)
+        if training:  # dx = inv/n · (n·gx̂ − Σgx̂ − x̂·Σ(gx̂·x̂))
+            gx = inv.reshape(shape) * (gxhat - gxhat.mean(axes).reshape(shape)
+                                       - xhat * (gxhat * xhat).mean(axes).reshape(shape))
+        else:
+            gx = gxhat * inv.reshape(shape)
+        return gx, gw, gb
+    return make(out, (x, weight, bias), backward)
+
+
+def layer_norm(x, axes, weight=None, bias=None, eps=1e-5):
+    """(x − mean)/√(var + ε)·γ + β over ``axes``, composed from differentiable ops."""
+    x = tensor(x)
+    mu = mean(x, axis=axes, keepdims=True)
+    xc = x - mu
+    y = xc / sqrt(mean(xc * xc, axis=axes, keepdims=True) + eps)
+    if weight is not None:
+        y = y * weight
+    return y + bias if bias is not None else y
+
+
+def dropout(x, p, rng, training=True):
+    """Zero each element with probability p and scale the rest by 1/(1 − p) (inverted dropout)."""
+    x = tensor(x)
+    if not training or p == 0:
+        return x
+    mask = (rng.random(x.shape) >= p).astype(x.dtype) / (1 - p)
+    return make(x.data * mask, (x,), lambda g: (g * mask,))
+
+
+# ----------------------------------------------------------------------------- Tensor methods
+
+Tensor.__add__ = Tensor.__radd__ = add
+Tensor.__sub__ = sub
+Tensor.__rsub__ = lambda a, b: sub(Tensor(np.asarray(b, dtype=a.dtype)), a)
+Tensor.__mul__ = Tensor.__rmul__ = mul
+Tensor.__truediv__ = div
+Tensor.__rtruediv__ = lambda a, b: div(Tensor(np.asarray(b, dtype=a.dtype)), a)
+Tensor.__neg__ = neg
+Tensor.__pow__ = pow
+Tensor.__matmul__ = matmul
+Tensor.__getitem__ = getitem
+for _name in ("exp", "log", "sqrt", "abs", "relu", "sigmoid", "tanh", "sum", "mean", "max", "reshape",
+              "transpose", "clip", "softmax", "log_softmax"):
+    setattr(Tensor, _name, globals()[_name])

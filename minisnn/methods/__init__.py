@@ -1,0 +1,1 @@
+"""One module per paper: eventrpg, asa, staa, hsd, razor."""
