@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+
+from data_tools import augment as A
+from data_tools.events import EVENT_DTYPE, make_events, validate
+
+SIZE = (40, 30, 2)
+
+
+def random_events(n=20_000, seed=0, size=SIZE):
+    rng = np.random.default_rng(seed)
+    return make_events(rng.integers(0, size[0], n), rng.integers(0, size[1], n), rng.integers(0, 10**6, n),
+                       rng.integers(0, 2, n))
+
+
+def geometric_ops(rng):
+    return {
+        "flip_x": lambda e: A.flip_x(e, SIZE), "flip_y": lambda e: A.flip_y(e, SIZE),
+        "rotate": lambda e: A.rotate(e, SIZE, 33.0), "translate": lambda e: A.translate(e, SIZE, 5, -7),
+        "shear_x": lambda e: A.shear_x(e, SIZE, 0.3), "shear_y": lambda e: A.shear_y(e, SIZE, -0.3),
+        "scale": lambda e: A.scale(e, SIZE, 1.4), "cutout": lambda e: A.cutout(e, SIZE, 0.4, 1.2, rng),
+        "drop_random": lambda e: A.drop_random(e, 0.3, rng), "drop_by_time": lambda e: A.drop_by_time(e, 0.3, rng),
+        "drop_by_area": lambda e: A.drop_by_area(e, SIZE, 0.3, rng), "nda": lambda e: A.random_nda(e, SIZE, rng),
+    }
+
+
+@pytest.mark.parametrize("name", list(geometric_ops(None)))
+def test_dtype_order_bounds(name):
+    ev = random_events()
+    out = geometric_ops(np.random.default_rng(1))[name](ev)
+    assert out.dtype == EVENT_DTYPE
+    validate(out, SIZE)                                    # sorted by t, inside the sensor
+    assert 0 < len(out) <= len(ev)
+    assert len(geometric_ops(np.random.default_rng(1))[name](ev[:0])) == 0     # empty stays empty
+
+
+def test_flip_twice_is_identity_and_flip_maps_pixels():
+    ev = random_events(500)
+    np.testing.assert_array_equal(A.flip_x(A.flip_x(ev, SIZE), SIZE), ev)
+    np.testing.assert_array_equal(A.flip_y(A.flip_y(ev, SIZE), SIZE), ev)
+    np.testing.assert_array_equal(A.flip_x(ev, SIZE)["x"], 39 - ev["x"])
+    np.testing.assert_array_equal(A.flip_y(ev, SIZE)["y"], 29 - ev["y"])
+
+
+def test_rotate_zero_and_translate_zero_are_identity():
+    ev = random_events(500)
+    np.testing.assert_array_equal(A.rotate(ev, SIZE, 0.0), ev)
+    np.testing.assert_array_equal(A.translate(ev, SIZE, 0, 0), ev)
+    np.testing.assert_array_equal(A.scale(ev, SIZE, 1.0), ev)
+    np.testing.assert_array_equal(A.shear_x(ev, SIZE, 0.0), ev)
+
+
+def test_rotate_90_about_a_point_on_hand_data():
+    ev = make_events([12, 10], [10, 13], [0, 1], [1, 0])
+    out = A.rotate(ev, SIZE, 90, center=(10, 10))         # (x-cx, y-cy) -> (-(y-cy), x-cx)
+    np.testing.assert_array_equal(out["x"], [10, 7])
+    np.testing.assert_array_equal(out["y"], [12, 10])
+    # default centre = bounding-box centre (11, 11.5): 180 degrees swaps the two corners
+    np.testing.assert_array_equal(A.rotate(ev, SIZE, 180)[["x", "y"]], ev[["x", "y"]][::-1])
+
+
+def test_translate_drops_events_leaving_the_sensor():
+    ev = make_events([0, 35, 39], [0, 5, 29], [0, 1, 2], [1, 1, 0])
+    out = A.translate(ev, SIZE, 3, 0)
+    np.testing.assert_array_equal(out["x"], [3, 38])
+    np.testing.assert_array_equal(out["t"], [0, 1])
+
+
+def test_shear_and_scale_on_hand_data():
+    ev = make_events([10, 10], [10, 20], [0, 1], [1, 1])
+    out = A.shear_x(ev, SIZE, 0.5, center=(0, 10))
+    np.testing.assert_array_equal(out["x"], [10, 15])
+    out = A.scale(ev, SIZE, 2.0, center=(10, 10))
+    np.testing.assert_array_equal(out["y"], [10])                # y = 30 leaves the 30-row sensor
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.5])
+def test_drop_ratios_match_magnitude(ratio):
+    ev = random_events(40_000)
+    rng = np.random.default_rng(7)
+    kept = [len(A.drop_random(ev, ratio, rng)) / len(ev) for _ in range(20)]
+    assert abs(1 - np.mean(kept) - ratio) < 0.01
+    kept = [len(A.drop_by_time(ev, ratio, rng)) / len(ev) for _ in range(20)]
+    assert abs(1 - np.mean(kept) - ratio) < 0.01                  # uniform t: the window holds `ratio`
+    kept = [len(A.drop_by_area(ev, SIZE, ratio, rng)) / len(ev) for _ in range(50)]
+    assert abs(1 - np.mean(kept) - ratio) < 0.03                  # uniform x, y: the box covers `ratio`
+
+
+def test_drop_by_time_removes_one_contiguous_window():
+    ev = make_events(np.zeros(1001), np.zeros(1001), np.arange(1001) * 10, np.ones(1001))
+    out = A.drop_by_time(ev, 0.25, np.random.default_rng(3))
+    gaps = np.diff(out["t"])
+    assert np.sum(gaps > 10) == 1 and 2490 <= gaps.max() <= 2510
+
+
+def test_cutout_box_size():
+    # a dense uniform grid: the dropped count is the box W·a·s x H·a/s = 16 x 12 pixels
+    x, y = np.meshgrid(np.arange(40), np.arange(30))
+    ev = make_events(x.ravel(), y.ravel(), np.arange(1200), np.ones(1200))
+    out = A.cutout(ev, SIZE, 0.4, 1.0, np.random.default_rng(0))
+    assert len(ev) - len(out) == 16 * 12
+
+
+def test_rng_reproducibility():
+    ev = random_events(5000)
+    for name, op in geometric_ops(None).items():
+        a = geometric_ops(np.random.default_rng(11))[name](ev)
+        b = geometric_ops(np.random.default_rng(11))[name](ev)
+        np.testing.assert_array_equal(a, b)
+    outs = [A.random_nda(ev, SIZE, np.random.default_rng(s)) for s in range(12)]
+    assert len({(len(o), int(o["x"].sum())) for o in outs}) > 5          # different draws, different ops
+
+
+def test_random_nda_keeps_all_events_for_translation():
+    ev = make_events([5, 30], [4, 20], [0, 1], [1, 0])
+    for s in range(30):
+        out = A.random_nda(ev, SIZE, np.random.default_rng(s), ops=("translate_x", "translate_y"))
+        assert len(out) == 2                                       # m <= 0.3 of the free margin stays inside
+    with pytest.raises(ValueError, match="unknown NDA op"):
+        A.random_nda(ev, SIZE, np.random.default_rng(0), ops=("warp",))
