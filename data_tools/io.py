@@ -281,7 +281,7 @@ def write_aedat31(path, events, sensor_size=DVS128_SIZE, packet_size=4096):
     A new packet starts whenever t >> 31 (the packet's eventTSOverflow) changes; requires t < 2**62."""
     w, h, _ = check_sensor_size(sensor_size)
     if w > 2**15 or h > 2**15 or int(packet_size) < 1:
-        raise ValueError(f"write_aedat31: sensor_size must be <= 32768 per side and packet_size >= 1")
+        raise ValueError("write_aedat31: sensor_size must be <= 32768 per side and packet_size >= 1")
     ev = _prepare(events, "write_aedat31", w, h, 2**62 - 1)
     t = ev["t"].astype(np.int64)
     r = np.empty(len(ev), _POLARITY)

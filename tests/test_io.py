@@ -118,6 +118,19 @@ def test_dat_roundtrip(ev):
     assert size == (304, 240, 2)               # from the header's Width / Height
 
 
+@SETTINGS
+@given(ev=streams(2**15, 2**15, max_gap=2**20), k=st.integers(1, 3))
+def test_full_coordinate_ranges_roundtrip(ev, k):
+    """Every coordinate bit of AEDAT 3.1 (15 bits), DAT (14 bits) and AEDAT 4 (int16) survives."""
+    out = roundtrip(dio.write_aedat31, dio.read_aedat31, ev, {"sensor_size": (2**15, 2**15, 2), "packet_size": k},
+                    {"sensor_size": (2**15, 2**15, 2)})
+    same(out[0], ev)
+    small = ev[(ev["x"] < 2**14) & (ev["y"] < 2**14)]
+    same(roundtrip(dio.write_dat, dio.read_dat, small, {"sensor_size": (2**14, 2**14, 2)})[0], small)
+    small = ev[(ev["x"] < 2**15 - 1) & (ev["y"] < 2**15 - 1)]
+    same(roundtrip(dio.write_aedat4, dio.read_aedat4, small, {"sensor_size": (2**15 - 1, 2**15 - 1, 2)})[0], small)
+
+
 @pytest.mark.parametrize("compression", ["none", "lz4"])
 @SETTINGS
 @given(ev=streams(346, 260, max_gap=2**58), k=st.integers(1, 5))
