@@ -9,6 +9,7 @@ nothing is ever downloaded.
 """
 import gzip
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -334,7 +335,8 @@ class DVSGesture(_Files):
         self.files, labels, self._last = [], [], (None, None)
         for csv in sorted(Path(root).glob("user*_*_labels.csv")):
             aedat = csv.with_name(csv.name[:-len("_labels.csv")] + ".aedat")
-            if aedat.is_file() and (int(csv.name[4:6]) <= 23) == bool(train):
+            user = re.match(r"user(\d+)_", csv.name)
+            if user and aedat.is_file() and (int(user.group(1)) <= 23) == bool(train):
                 for label, start, end in io.read_gesture_labels(csv):
                     self.files.append((aedat, start, end))
                     labels.append(label)

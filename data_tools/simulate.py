@@ -33,16 +33,16 @@ def _step(l0, l1, t0, t1, ref, c_on, c_off, last, refractory):
     slope = l1[active] - a0
     slope[slope == 0] = 1.0                                     # (cannot cross without change)
     ref[active] = ref0 + n * step
-    ts, pix, pol = [], [], []
+    found = []                                                  # (times, pixels, polarities) per k
     for k in range(1, int(n.max()) + 1):                        # k-th crossing of every active pixel
         sel = np.flatnonzero(n >= k)
         frac = np.clip((ref0[sel] + k * step[sel] - a0[sel]) / slope[sel], 0.0, 1.0)
         t = np.rint(t0 + (t1 - t0) * frac).astype(np.int64)
         idx = active[sel]
-        ok = t >= last[idx] + refractory
+        ok = t >= last[idx] + refractory                        # refractory: drop, but ref has moved
         last[idx[ok]] = t[ok]
-        ts.append(t[ok]), pix.append(idx[ok]), pol.append(on[sel][ok])
-    return np.concatenate(ts), np.concatenate(pix), np.concatenate(pol)
+        found.append((t[ok], idx[ok], on[sel][ok]))
+    return tuple(np.concatenate(column) for column in zip(*found))
 
 
 def dvs_events(video, times_us, rng, C=0.25, sigma_C=0.03, eps=0.3, refractory_us=1000,
@@ -65,7 +65,8 @@ def dvs_events(video, times_us, rng, C=0.25, sigma_C=0.03, eps=0.3, refractory_u
     logv = np.log(eps + video).reshape(s, h * w)
     c_on = np.maximum(C + sigma_C * rng.standard_normal(h * w), C_min)
     c_off = np.maximum(C + sigma_C * rng.standard_normal(h * w), C_min)
-    ref, last = logv[0].copy(), np.full(h * w, np.iinfo(np.int64).min // 2)
+    ref = logv[0].astype(np.float64)                            # L_ref starts at the first frame
+    last = np.full(h * w, np.iinfo(np.int64).min // 2)          # time of each pixel's last event: never
     parts = [_step(logv[k - 1], logv[k], times[k - 1], times[k], ref, c_on, c_off, last, refractory_us)
              for k in range(1, s)]
     t, pix, p = (np.concatenate([part[i] for part in parts] + [_EMPTY]) for i in range(3))
