@@ -72,6 +72,11 @@ def scale(events, sensor_size, factor, center=None):
     return _remap(events, sensor_size, cx + factor * (x - cx), cy + factor * (y - cy))
 
 
+def _check_ratio(name, value):
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+
+
 def _drop_box(events, sensor_size, bw, bh, rng):
     """Drop the events inside a bw x bh box placed uniformly at random inside the sensor."""
     w, h, _ = check_sensor_size(sensor_size)
@@ -85,6 +90,9 @@ def _drop_box(events, sensor_size, bw, bh, rng):
 def cutout(events, sensor_size, area_ratio, aspect, rng):
     """NDA cutout: drop the events in a box of W·a·s x H·a/s (a = ``area_ratio``, s = ``aspect``)."""
     validate(events, sensor_size)
+    _check_ratio("area_ratio", area_ratio)
+    if aspect <= 0:
+        raise ValueError(f"aspect must be > 0, got {aspect!r}")
     w, h, _ = check_sensor_size(sensor_size)
     return _drop_box(events, sensor_size, w * area_ratio * aspect, h * area_ratio / aspect, rng)
 
@@ -95,6 +103,7 @@ def drop_by_area(events, sensor_size, ratio, rng):
     The box is W·√r x H·√r, so for spatially uniform events the expected dropped fraction is r.
     """
     validate(events, sensor_size)
+    _check_ratio("ratio", ratio)
     w, h, _ = check_sensor_size(sensor_size)
     return _drop_box(events, sensor_size, w * np.sqrt(ratio), h * np.sqrt(ratio), rng)
 
@@ -102,12 +111,14 @@ def drop_by_area(events, sensor_size, ratio, rng):
 def drop_random(events, ratio, rng):
     """EventDrop random drop: every event is removed independently with probability ``ratio``."""
     validate(events)
+    _check_ratio("ratio", ratio)
     return events[rng.random(events.size) >= ratio]
 
 
 def drop_by_time(events, ratio, rng):
     """EventDrop by time: remove t0 <= t < t0 + r·D, D = t_last - t_first, t0 uniform in the stream."""
     validate(events)
+    _check_ratio("ratio", ratio)
     if events.size == 0:
         return events.copy()
     t = events["t"]

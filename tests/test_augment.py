@@ -118,3 +118,15 @@ def test_random_nda_keeps_all_events_for_translation():
         assert len(out) == 2                                       # m <= 0.3 of the free margin stays inside
     with pytest.raises(ValueError, match="unknown NDA op"):
         A.random_nda(ev, SIZE, np.random.default_rng(0), ops=("warp",))
+
+
+def test_bad_magnitudes_raise():
+    ev, rng = random_events(100), np.random.default_rng(0)
+    for call in (lambda: A.drop_random(ev, 1.5, rng), lambda: A.drop_by_time(ev, -0.1, rng),
+                 lambda: A.drop_by_area(ev, SIZE, 2.0, rng), lambda: A.cutout(ev, SIZE, 1.2, 1.0, rng)):
+        with pytest.raises(ValueError, match="ratio"):
+            call()
+    with pytest.raises(ValueError, match="aspect"):
+        A.cutout(ev, SIZE, 0.3, 0.0, rng)
+    with pytest.raises(ValueError, match="outside"):
+        A.flip_x(ev, (10, 10, 2))
