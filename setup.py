@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 sys.path.insert(0, "cext")
-from build_core import ffibuilder  # noqa: E402
+from build_core import OPTIONAL_FLAGS, ffibuilder  # noqa: E402
 
 
 class OptionalBuildExt(build_ext):
@@ -21,8 +21,13 @@ class OptionalBuildExt(build_ext):
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
-        except Exception as exc:
-            self._warn(exc)
+        except Exception:  # retry without the optional flags (another compiler, no OpenMP)
+            ext.extra_compile_args = [f for f in ext.extra_compile_args if f not in OPTIONAL_FLAGS]
+            ext.extra_link_args = [f for f in ext.extra_link_args if f not in OPTIONAL_FLAGS]
+            try:
+                super().build_extension(ext)
+            except Exception as exc:
+                self._warn(exc)
 
     @staticmethod
     def _warn(exc):

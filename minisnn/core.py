@@ -42,14 +42,22 @@ def _check_block(name, a, dtype, shape):
     return a
 
 
-def _check_param(name, v, dtype, M):
-    """A per-neuron parameter: a scalar or an array of M values -> (1-D contiguous array, is_vector)."""
-    a = np.ascontiguousarray(np.asarray(v, dtype=dtype).reshape(-1))
-    if a.size not in (1, M):
-        raise ValueError(f"{name} must be a scalar or hold one value per neuron ({M}), got {a.size} values")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be finite")
-    return a, int(a.size == M and M != 1)
+def _check_params(decay, gain, v0, dtype, M):
+    """decay, gain, v0 as scalars or M per-neuron values -> (three contiguous 1-D arrays, vec flag).
+
+    If any of them is per-neuron, all three are expanded to M values (the kernels then read arrays).
+    """
+    arrs = []
+    for name, v in (("decay", decay), ("gain", gain), ("v0", v0)):
+        a = np.asarray(v, dtype=dtype).reshape(-1)
+        if a.size not in (1, M):
+            raise ValueError(f"{name} must be a scalar or hold one value per neuron ({M}), got {a.size} values")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} must be finite")
+        arrs.append(a)
+    vec = M > 1 and any(a.size == M for a in arrs)
+    arrs = [np.ascontiguousarray(np.broadcast_to(a, (M,)) if vec else a) for a in arrs]
+    return arrs, int(vec)
 
 
 def _check_x(x, name="x"):
@@ -80,15 +88,14 @@ def lif_forward(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, retur
     """
     x = _check_x(x)
     T, M = x.shape
-    (c, cv), (d, dv), (h0, hv) = (_check_param(n, v, x.dtype, M) for n, v in (("decay", decay), ("gain", gain), ("v0", v0)))
+    (c, d, h0), vec = _check_params(decay, gain, v0, x.dtype, M)
     hard = v_reset is not None
     vr = 0.0 if v_reset is None else float(v_reset)
     s, u = np.empty_like(x), np.empty_like(x)
     h_all = np.empty_like(x) if return_h else None
     if backend() == "c":
         fn = _lib.lif_forward_float if x.dtype == np.float32 else _lib.lif_forward_double
-        fn(_ptr(x), _ptr(s), _ptr(u), _ptr(h_all), _ptr(np.empty(M, x.dtype)), _ptr(c), cv, _ptr(d), dv,
-           _ptr(h0), hv, T, M, v_th, vr, int(hard), v_rest)
+        fn(_ptr(x), _ptr(s), _ptr(u), _ptr(h_all), _ptr(c), _ptr(d), _ptr(h0), vec, T, M, v_th, vr, int(hard), v_rest)
     else:
         _lif_forward_numpy(x, s, u, h_all, c, d, h0, x.dtype.type(v_th), x.dtype.type(vr), hard, x.dtype.type(v_rest))
     return (s, u, h_all) if return_h else (s, u)
@@ -108,11 +115,12 @@ def _lif_forward_numpy(x, s, u, h_all, c, d, h0, v_th, v_reset, hard, v_rest):
 
 
 def lif_backward(gs, gu, x, s, u, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0,
-                 detach_reset=False, surrogate="sigmoid", sg_param=4.0):
+                 detach_reset=False, surrogate="sigmoid", sg_param=4.0, param_grads=True):
     """Back-propagate through :func:`lif_forward`. ``gs``/``gu`` = dL/ds, dL/du (None = zero).
 
     Returns (dL/dx [T, M], dL/d(decay) [M], dL/d(gain) [M], dL/dv0 [M]); the per-neuron
     parameter gradients are summed over time (the caller sums them further to its parameter shape).
+    ``param_grads=False`` skips dL/d(decay) and dL/d(gain) (returned as zeros): faster.
     """
     x = _check_x(x)
     T, M = x.shape
@@ -121,14 +129,15 @@ def lif_backward(gs, gu, x, s, u, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_
             _check_block(name, a, x.dtype, x.shape)
     if surrogate not in SURROGATES:
         raise ValueError(f"surrogate must be one of {sorted(SURROGATES)}, got {surrogate!r}")
-    (c, cv), (d, dv), (h0, hv) = (_check_param(n, v, x.dtype, M) for n, v in (("decay", decay), ("gain", gain), ("v0", v0)))
+    (c, d, h0), vec = _check_params(decay, gain, v0, x.dtype, M)
     hard, vr = v_reset is not None, 0.0 if v_reset is None else float(v_reset)
     gx, gc, gd, gv = np.empty_like(x), np.empty(M, x.dtype), np.empty(M, x.dtype), np.empty(M, x.dtype)
     if backend() == "c":
+        gs = np.zeros_like(x) if gs is None else gs
         fn = _lib.lif_backward_float if x.dtype == np.float32 else _lib.lif_backward_double
-        fn(_ptr(gs), _ptr(gu), _ptr(x), _ptr(s), _ptr(u), _ptr(gx), _ptr(gc), _ptr(gd), _ptr(gv),
-           _ptr(np.empty(M, x.dtype)), _ptr(c), cv, _ptr(d), dv, _ptr(h0), hv, T, M, v_th, vr, int(hard),
-           v_rest, int(detach_reset), SURROGATES[surrogate], sg_param)
+        fn(_ptr(gs), _ptr(gu), _ptr(x), _ptr(s), _ptr(u), _ptr(gx), _ptr(gc), _ptr(gd), _ptr(gv), _ptr(c), _ptr(d),
+           _ptr(h0), vec, T, M, v_th, vr, int(hard), v_rest, int(detach_reset), SURROGATES[surrogate], sg_param,
+           int(param_grads))
     else:
         f = x.dtype.type
         _lif_backward_numpy(gs, gu, x, s, u, gx, gc, gd, gv, c, d, h0, f(v_th), f(vr), hard, f(v_rest),

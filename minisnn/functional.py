@@ -133,7 +133,7 @@ def sum(a, axis=None, keepdims=False):
 
 def mean(a, axis=None, keepdims=False):
     a = tensor(a)
-    n = a.size // max(np.sum(a.data, axis=axis, keepdims=keepdims).size, 1)
+    n = a.size // (np.sum(a.data, axis=axis, keepdims=keepdims).size or 1)
     return make(np.mean(a.data, axis=axis, keepdims=keepdims), (a,),
                 lambda g: (np.broadcast_to(_keep(g, a.shape, axis, keepdims) / n, a.shape),))
 
@@ -235,10 +235,18 @@ def log_softmax(a, axis=-1):
 # ----------------------------------------------------------------------------- convolution and pooling
 
 
-def _windows(xp, kh, kw, stride):
-    """Strided view [N, C, Ho, Wo, kh, kw] of the (padded) input: no copy."""
-    v = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
-    return v[:, :, ::stride, ::stride]
+def _offsets(kh, kw, stride, Ho, Wo):
+    """For every kernel offset (a, b): the strided slice of the input that meets kernel tap (a, b)."""
+    for a in range(kh):
+        for b in range(kw):
+            yield a, b, (slice(None), slice(None), slice(a, a + stride * Ho, stride), slice(b, b + stride * Wo, stride))
+
+
+def _out_size(n, k, stride, name):
+    out = (n - k) // stride + 1
+    if out < 1:
+        raise ValueError(f"{name}: input size {n} is too small for kernel {k}")
+    return out
 
 
 def _pair(v, name):
@@ -251,63 +259,71 @@ def _pair(v, name):
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D cross-correlation: out[n,o,i,j] = Σ_{c,a,b} w[o,c,a,b]·x_pad[n,c,s·i+a,s·j+b] + bias[o].
 
-    Forward: im2col as a strided view of the padded input and one GEMM (``tensordot``).
-    Backward: dW by one GEMM against the same view; dx by a loop over the kh·kw kernel offsets,
-    each one GEMM added into a strided slice of the padded input gradient.
+    Forward: im2col — cols[n,c,a,b,i,j] = x_pad[n,c,s·i+a,s·j+b], filled from one strided slice of the
+    padded input per kernel offset — then one batched GEMM  W[O, C·kh·kw] @ cols[n] -> out[n] in NCHW.
+    Backward: dW = Σ_n g[n] @ cols[n]ᵀ; dx: dcols[n] = Wᵀ @ g[n], then a loop over the kh·kw kernel
+    offsets adds each slice of dcols back into the padded input gradient (col2im, no np.add.at).
     """
     x = tensor(x)
     ph, pw = _pair(padding, "padding")
     O, C, kh, kw = weight.shape
     if x.ndim != 4 or x.shape[1] != C:
         raise ValueError(f"conv2d: input must be [N, {C}, H, W], got {x.shape}")
+    N, _, H, W = x.shape
     xp = np.pad(x.data, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x.data
-    cols = _windows(xp, kh, kw, stride)                               # [N, C, Ho, Wo, kh, kw]
-    N, _, Ho, Wo = cols.shape[:4]
-    if Ho < 1 or Wo < 1:
-        raise ValueError(f"conv2d: input {x.shape} too small for kernel {(kh, kw)}")
-    out = np.tensordot(cols, weight.data, axes=([1, 4, 5], [1, 2, 3]))  # [N, Ho, Wo, O]
+    Ho, Wo = _out_size(H + 2 * ph, kh, stride, "conv2d"), _out_size(W + 2 * pw, kw, stride, "conv2d")
+    cols = np.empty((N, C, kh, kw, Ho, Wo), dtype=x.dtype)
+    for a, b, sl in _offsets(kh, kw, stride, Ho, Wo):
+        cols[:, :, a, b] = xp[sl]
+    cols = cols.reshape(N, C * kh * kw, Ho * Wo)
+    w2 = weight.data.reshape(O, -1)
+    out = np.matmul(w2, cols).reshape(N, O, Ho, Wo)
     if bias is not None:
-        out += bias.data
-    out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        out += bias.data.reshape(1, O, 1, 1)
     parents = (x, weight) + ((bias,) if bias is not None else ())
 
     def backward(g):
-        gT = np.ascontiguousarray(g.transpose(0, 2, 3, 1))            # [N, Ho, Wo, O]
-        gw = np.tensordot(gT, cols, axes=([0, 1, 2], [0, 2, 3])) if weight.requires_grad else None
+        g3 = np.ascontiguousarray(g).reshape(N, O, Ho * Wo)
+        gw = np.matmul(g3, cols.transpose(0, 2, 1)).sum(0).reshape(weight.shape) if weight.requires_grad else None
         gx = None
         if x.requires_grad:
-            gxp = np.zeros((N, xp.shape[2], xp.shape[3], C), dtype=g.dtype)
-            for a in range(kh):
-                for b in range(kw):
-                    gxp[:, a:a + stride * Ho:stride, b:b + stride * Wo:stride] += gT @ weight.data[:, :, a, b]
-            gx = gxp[:, ph:ph + x.shape[2], pw:pw + x.shape[3]].transpose(0, 3, 1, 2)
-        return (gx, gw) + ((gT.sum((0, 1, 2)),) if bias is not None else ())
+            dcols = np.matmul(w2.T, g3).reshape(N, C, kh, kw, Ho, Wo)
+            gxp = np.zeros(xp.shape, dtype=g.dtype)
+            for a, b, sl in _offsets(kh, kw, stride, Ho, Wo):
+                gxp[sl] += dcols[:, :, a, b]
+            gx = gxp[:, :, ph:ph + H, pw:pw + W]
+        return (gx, gw) + ((g3.sum((0, 2)),) if bias is not None else ())
     return make(out, parents, backward)
 
 
 def _pool(x, kernel_size, stride, kind):
+    """Pooling as a loop over the k×k kernel offsets, each a strided slice of the input (no window copies)."""
     x = tensor(x)
     kh, kw = _pair(kernel_size, "kernel_size")
     s = kh if stride is None else int(stride)
     if x.ndim != 4:
         raise ValueError(f"{kind}_pool2d: input must be [N, C, H, W], got {x.shape}")
-    win = _windows(x.data, kh, kw, s)                                 # [N, C, Ho, Wo, kh, kw]
-    N, C, Ho, Wo = win.shape[:4]
+    Ho, Wo = _out_size(x.shape[2], kh, s, f"{kind}_pool2d"), _out_size(x.shape[3], kw, s, f"{kind}_pool2d")
+    out, arg = None, None
+    for a, b, sl in _offsets(kh, kw, s, Ho, Wo):
+        v = x.data[sl]
+        if out is None:
+            out, arg = v.copy(), np.zeros(v.shape, np.int8 if kh * kw < 128 else np.int32)
+        elif kind == "avg":
+            out += v
+        else:  # strictly greater: ties go to the first offset
+            better = v > out
+            np.copyto(out, v, where=better)
+            arg[better] = a * kw + b
     if kind == "avg":
-        out = win.mean((-2, -1))
-    else:
-        flat = win.reshape(N, C, Ho, Wo, kh * kw)
-        arg = flat.argmax(-1)
-        out = np.take_along_axis(flat, arg[..., None], -1)[..., 0]
+        out *= 1.0 / (kh * kw)
 
     def backward(g):
         gx = np.zeros_like(x.data)
-        for a in range(kh):
-            for b in range(kw):
-                contrib = g / (kh * kw) if kind == "avg" else g * (arg == a * kw + b)
-                gx[:, :, a:a + s * Ho:s, b:b + s * Wo:s] += contrib
+        for a, b, sl in _offsets(kh, kw, s, Ho, Wo):
+            gx[sl] += g * (1.0 / (kh * kw)) if kind == "avg" else g * (arg == a * kw + b)
         return (gx,)
-    return make(np.ascontiguousarray(out), (x,), backward)
+    return make(out, (x,), backward)
 
 
 def avg_pool2d(x, kernel_size, stride=None):
@@ -341,39 +357,46 @@ def adaptive_avg_pool2d(x, output_size):
 # ----------------------------------------------------------------------------- normalisation and dropout
 
 
+def _chan_sum(a):
+    """Σ over every axis but 1 (channels) of an [N, C, ...] array: a contiguous last-axis sum, then over N."""
+    return a.reshape(a.shape[0], a.shape[1], -1).sum(-1).sum(0)
+
+
 def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
     """y = γ·(x − μ)/√(σ² + ε) + β per channel (axis 1), statistics over every other axis.
 
     Training: μ, σ² of the batch (so over T·N·H·W for folded sequences), running stats updated in place
     with the unbiased variance (PyTorch's convention). Eval: running stats, a per-channel affine map.
+    Backward (training): dx = γ/√(σ² + ε) · (g − mean(g) − x̂·mean(g·x̂)), means per channel.
     """
     x = tensor(x)
-    axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
+    n = x.size // x.shape[1]
     if training:
-        mu = x.data.mean(axes)
-        xc = x.data - mu.reshape(shape)
-        var = np.mean(xc * xc, axes)
-        n = x.size // x.shape[1]
+        mu = _chan_sum(x.data) / n
+        xhat = x.data - mu.reshape(shape)
+        var = _chan_sum(xhat * xhat) / n
         running_mean *= 1 - momentum
         running_mean += momentum * mu
         running_var *= 1 - momentum
-        running_var += momentum * var * n / max(n - 1, 1)
+        running_var += momentum * var * n / (n - 1 if n > 1 else 1)
     else:
         mu, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
-        xc = x.data - mu.reshape(shape)
+        xhat = x.data - mu.reshape(shape)
     inv = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
-    xhat = xc * inv.reshape(shape)
-    out = xhat * weight.data.reshape(shape) + bias.data.reshape(shape)
+    xhat *= inv.reshape(shape)
+    out = xhat * weight.data.reshape(shape)
+    out += bias.data.reshape(shape)
 
     def backward(g):
-        gw, gb = (g * xhat).sum(axes), g.sum(axes)
-        gxhat = g * weight.data.reshape(shape)
-        if training:  # dx = inv/n · (n·gx̂ − Σgx̂ − x̂·Σ(gx̂·x̂))
-            gx = inv.reshape(shape) * (gxhat - gxhat.mean(axes).reshape(shape)
-                                       - xhat * (gxhat * xhat).mean(axes).reshape(shape))
-        else:
-            gx = gxhat * inv.reshape(shape)
+        gb, gw = _chan_sum(g), _chan_sum(g * xhat)
+        scale = (weight.data * inv).reshape(shape)
+        if not training:
+            return g * scale, gw, gb
+        gx = xhat * (gw / n).reshape(shape)
+        np.subtract(g, gx, out=gx)
+        gx -= (gb / n).reshape(shape)
+        gx *= scale
         return gx, gw, gb
     return make(out, (x, weight, bias), backward)
 

@@ -117,10 +117,11 @@ def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, s
 
     def backward(g):
         g = np.ascontiguousarray(g)
-        gs, gu = {"spike": (g, None), "membrane": (None, g), "both": (g[0], g[1])}[output]
+        gs, gu = (g, None) if output == "spike" else (None, g) if output == "membrane" else (g[0], g[1])
         gs, gu = (None if a is None else a.reshape(T, M) for a in (gs, gu))
         gx, gc, gd, gv = core.lif_backward(gs, gu, x2, s, u, *flat, **kw, detach_reset=detach_reset,
-                                           surrogate=surrogate.kind, sg_param=surrogate.param)
+                                           surrogate=surrogate.kind, sg_param=surrogate.param,
+                                           param_grads=params[0].requires_grad or params[1].requires_grad)
         return (gx.reshape(x.shape),) + tuple(unbroadcast(a.reshape(step), p.shape) for a, p in zip((gc, gd, gv), params))
     multistep_fused.last = (s.reshape(x.shape), u.reshape(x.shape))
     return make(out.reshape((2,) * (output == "both") + x.shape), [x] + params, backward)
@@ -185,6 +186,8 @@ class BaseNeuron(Module):
         out = run(x, decay, gain, self.v0, self.v_threshold, self.v_reset, self.v_rest, self.surrogate,
                   self.detach_reset, "membrane" if self.output == "analog" else "spike")
         s, u = run.last
+        self.n_neurons = int(np.prod(s.shape[2:]))
+        self.spike_rate = None if self.training else float(s.mean())
         if is_recording():
             c, d = (np.asarray(v.data if isinstance(v, Tensor) else v) for v in (decay, gain))
             h = u * (1 - s) + self.v_rest * s if self.v_reset is not None else u - self.v_threshold * s

@@ -1,0 +1,55 @@
+"""Command line: ``python -m minisnn demo | bench | <method> ...``  (``--help`` on each)."""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def _digits_loaders(T, batch_size, seed=0, limit=None):
+    from data_tools.datasets import DigitsDVS
+    from data_tools.loader import DataLoader
+    train, test = DigitsDVS(train=True, seed=seed), DigitsDVS(train=False, seed=seed)
+    rng = np.random.default_rng(seed)
+    return (DataLoader(train, batch_size, T, rng=rng, shuffle=True), DataLoader(test, 128, T, shuffle=False),
+            train.sensor_size, len(train.classes))
+
+
+def demo(args):
+    """Train ConvSNN on DigitsDVS, print test accuracy and firing rate, save the checkpoint."""
+    from . import models, train
+    t0 = time.perf_counter()
+    tr, te, (W, H, P), K = _digits_loaders(args.T, args.batch_size, args.seed)
+    print(f"DigitsDVS: {len(tr.dataset)} train / {len(te.dataset)} test samples, sensor {W}x{H}, T = {args.T} "
+          f"(data ready in {time.perf_counter() - t0:.1f}s)")
+    model = models.ConvSNN(n_classes=K, in_channels=P, input_size=H, rng=np.random.default_rng(args.seed))
+    train.fit(model, tr, te, epochs=args.epochs, lr=args.lr, checkpoint=args.out)
+    model.load(args.out)
+    res = train.evaluate(model, te)
+    print(f"test accuracy {res['accuracy']:.2%}, firing rate {res['spike_rate']:.3f}, "
+          f"total {time.perf_counter() - t0:.0f}s; checkpoint: {os.path.abspath(args.out)}")
+    return res
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m minisnn", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="train ConvSNN on DigitsDVS (about 2 minutes on 2 cores)")
+    d.add_argument("--epochs", type=int, default=8)
+    d.add_argument("--T", type=int, default=10)
+    d.add_argument("--batch-size", type=int, default=32)
+    d.add_argument("--lr", type=float, default=3e-3)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", default="convsnn_digits.npz")
+    d.set_defaults(fn=demo)
+    b = sub.add_parser("bench", help="time the core kernels, a ConvSNN training step and the data pipeline")
+    b.add_argument("--repeats", type=int, default=7)
+    b.set_defaults(fn=lambda a: __import__("minisnn.bench", fromlist=["run"]).run(a.repeats))
+    args = p.parse_args(argv)
+    args.fn(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
