@@ -94,6 +94,23 @@ class _Packed:
         return self.events[self.offsets[i]:self.offsets[i + 1]].copy(), int(self.labels[i])
 
 
+class Subset:
+    """The samples ``indices`` of ``dataset`` (same ``sensor_size``, ``classes``; ``labels`` restricted)."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, np.asarray(indices, np.int64)
+        if self.indices.ndim != 1 or (self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(dataset))):
+            raise ValueError(f"indices must be a 1-D array of positions in [0, {len(dataset)})")
+        self.sensor_size, self.classes = dataset.sensor_size, dataset.classes
+        self.labels = np.asarray(dataset.labels)[self.indices]
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.dataset[int(self.indices[i])]
+
+
 def stratified_split(labels, test_fraction, seed):
     """Per class, a seeded shuffle puts round(test_fraction · n_class) samples in test -> (train, test)."""
     rng = np.random.default_rng(seed)

@@ -48,7 +48,7 @@ class Sigmoid(Surrogate):
         super().__init__(alpha)
 
     def primitive(self, x):
-        return 1 / (1 + np.exp(-self.param * x))
+        return 0.5 * (1 + np.tanh(0.5 * self.param * np.asarray(x)))  # σ(αx) without overflow
 
 
 class ATan(Surrogate):
