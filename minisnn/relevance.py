@@ -1,0 +1,476 @@
+"""Relevance propagation for spiking networks (EventRPG, Sun et al., ICLR 2024, §2–4 and appendix D).
+
+The model's prediction is redistributed backwards, layer by layer, so that every layer's relevance sums
+to the same constant (Definition 1, eq. 1)::
+
+    linear / conv   αβ rule per time step (eq. 3, 6, 7), biases ignored so conservation is exact
+    pools           average pooling = a linear layer with weights 1/k²; max pooling = winner-take-all
+    pass-through    BatchNorm, Flatten, Dropout, Identity, ReLU, gates with ``relevance_rule = "identity"``
+    spiking layers  SLTRP: redistribute over time with γ[t] (eq. 9–11, C kernel), or
+                    SLRP: identity, and every linear layer sees time-averaged inputs (§3.3)
+
+:func:`explain` runs the model once (eval mode, no graph), stores each layer's per-step input and each
+neuron's membranes, then walks the layers backwards. Products: saliency maps, CAM / RelCAM at any
+layer, the baselines Grad-CAM, Grad-CAM++ and SAM, and the faithfulness metrics A.D. / A.I. (§5.1.1).
+"""
+import contextlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import autograd, core
+from . import functional as F
+from . import nn
+from .autograd import Tensor, no_grad
+from .neurons import BaseNeuron
+
+MODES, INITS = ("sltrp", "slrp"), ("clrp", "logit", "onehot")
+PASS_THROUGH = (nn.BatchNorm2d, nn.Flatten, nn.Dropout, nn.Identity, nn.ReLU)
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _grad_enabled():
+    """Record a graph even inside an outer ``no_grad`` block (the core has no ``enable_grad``)."""
+    prev, autograd._GRAD_ENABLED = autograd._GRAD_ENABLED, True
+    try:
+        yield
+    finally:
+        autograd._GRAD_ENABLED = prev
+
+
+def _safe_div(a, b):
+    """(a / b with 0 where b == 0, mask of b != 0): the paper's "0/0 := 0"."""
+    nz = b != 0
+    return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape, np.result_type(a, b)), where=nz), nz
+
+
+def _linear_op(fn, x):
+    """Apply the linear map ``fn`` to ``x`` once; return (fn(x), transpose) with transpose(g) = Jᵀ·g.
+
+    The transpose is the input-gradient of ``fn`` (for a conv: the transposed convolution), taken from
+    the autograd graph of this one call. For max pooling it routes g to each window's arg-max of ``x``.
+    """
+    xt = Tensor(x, requires_grad=True)
+    with _grad_enabled():
+        out = fn(xt)
+
+    def transpose(g):
+        xt.grad = None
+        out.backward(np.asarray(g, out.dtype))
+        return xt.grad
+    return out.data, transpose
+
+
+def _check_ab(alpha, beta):
+    if not (np.isfinite(alpha) and np.isfinite(beta) and abs(alpha + beta - 1) < 1e-9):
+        raise ValueError(f"alpha + beta must be 1 (paper convention, eq. 3), got alpha={alpha}, beta={beta}")
+
+
+# ----------------------------------------------------------------------------- the αβ rule (eq. 3, 6, 7)
+
+
+def _ab_rule(xp, xn, R, pos, neg, alpha, beta):
+    """The αβ rule for a linear map W = W⁺ + W⁻ given as functions: ``pos(v)`` = W⁺v, ``neg(v)`` = W⁻v.
+
+    Σ_i z⁺_ij = (W⁺x⁺ + W⁻x⁻)_j and Σ_i z⁻_ij = (W⁺x⁻ + W⁻x⁺)_j; every z⁺_ij ≥ 0 and every z⁻_ij ≤ 0,
+    so the ratios lie in [0, 1] and a denominator is 0 only when all its terms are. Then
+    R_i = x⁺_i·(W⁺ᵀs⁺ + W⁻ᵀs⁻)_i + x⁻_i·(W⁻ᵀs⁺ + W⁺ᵀs⁻)_i with s± = (α|β)·R / Σz±.
+    ``neg=None`` means W⁻ = 0 (pools). Returns (R_in, lost) with lost shaped like R.
+    """
+    R_in, lost = np.zeros_like(xp, dtype=R.dtype), np.zeros_like(R)
+    for coef, pairs in ((alpha, ((xp, pos), (xn, neg))), (beta, ((xn, pos), (xp, neg)))):
+        if coef == 0:
+            continue
+        ops = [(v, _linear_op(f, v)) for v, f in pairs if f is not None and v.any()]
+        Z = sum((z for _, (z, _) in ops), np.zeros_like(R))
+        s, nz = _safe_div(coef * R, Z)
+        lost += np.where(nz, 0, coef * R)
+        for v, (_, transpose) in ops:
+            R_in += v * transpose(s)
+    return R_in, lost
+
+
+def _split(x):
+    return np.maximum(x, 0), np.minimum(x, 0)
+
+
+def _dense(w):
+    wt = Tensor(w)
+    return lambda v: F.linear(v, wt)
+
+
+def _image_op(op):
+    """Apply a 4-D image op to any [..., C, H, W] input by folding the leading axes."""
+    def fn(v):
+        lead = v.shape[:-3]
+        out = op(F.reshape(v, (-1,) + v.shape[-3:]))
+        return F.reshape(out, lead + out.shape[1:])
+    return fn
+
+
+def _conv(w, stride, padding):
+    wt = Tensor(w)
+    return _image_op(lambda v: F.conv2d(v, wt, None, stride, padding))
+
+
+def alpha_beta(x, w, R, alpha=1.0, beta=0.0, return_lost=False):
+    """The αβ rule (eq. 3; eq. 7 per time step) for one linear map y = x·wᵀ, bias ignored.
+
+    x [..., in], w [out, in], R [..., out] ->  R_i = Σ_j R_j·(α·z⁺_ij/Σ_i' z⁺_i'j + β·z⁻_ij/Σ_i' z⁻_i'j)
+    with z⁺_ij = w⁺_ij x⁺_i + w⁻_ij x⁻_i, z⁻_ij = w⁺_ij x⁻_i + w⁻_ij x⁺_i, α + β = 1 (the paper's convention).
+    Montavon's α_M β_M rule (α_M − β_M = 1, the negative part subtracted) is this rule with α = α_M,
+    β = −β_M (α2β1 ↔ alpha=2, beta=−1). Conservation (appendix D.1): Σ_i R_i = Σ_j R_j − lost, where
+    lost = Σ_j R_j·(α·[Σz⁺_j = 0] + β·[Σz⁻_j = 0]) is the relevance a zero denominator could not pass.
+    Returns R_in (and ``lost`` shaped like R if ``return_lost``).
+    """
+    _check_ab(alpha, beta)
+    x, w, R = (np.asarray(a) for a in (x, w, R))
+    if w.ndim != 2 or x.shape[-1] != w.shape[1] or R.shape != x.shape[:-1] + (w.shape[0],):
+        raise ValueError(f"alpha_beta: shapes x {x.shape}, w {w.shape}, R {R.shape} do not fit x @ w.T")
+    wp, wn = _split(w)
+    R_in, lost = _ab_rule(*_split(x), R, _dense(wp), _dense(wn), alpha, beta)
+    return (R_in, lost) if return_lost else R_in
+
+
+def alpha_beta_conv(x, w, R, stride=1, padding=0, alpha=1.0, beta=0.0, return_lost=False):
+    """The αβ rule of :func:`alpha_beta` for a 2-D convolution (x [..., C, H, W], w [O, C, kh, kw]).
+
+    Σ_i z±_ij are convolutions with w⁺ / w⁻ of x⁺ / x⁻; the redistribution uses the conv's input-gradient
+    (the transposed convolution). Bias ignored; returns R_in (and ``lost`` shaped like R).
+    """
+    _check_ab(alpha, beta)
+    x, w, R = (np.asarray(a) for a in (x, w, R))
+    if w.ndim != 4 or x.ndim < 4 or x.shape[-3] != w.shape[1]:
+        raise ValueError(f"alpha_beta_conv: x {x.shape} must be [..., {w.shape[1] if w.ndim == 4 else 'C'}, H, W]"
+                         f" for weights w {w.shape} [O, C, kh, kw]")
+    wp, wn = _split(w)
+    R_in, lost = _ab_rule(*_split(x), R, _conv(wp, stride, padding), _conv(wn, stride, padding), alpha, beta)
+    return (R_in, lost) if return_lost else R_in
+
+
+def residual_add(a, b, R):
+    """Relevance of y = a + b split in proportion to the positive parts: R_a = R·a⁺/(a⁺ + b⁺), R_b likewise.
+
+    Where a⁺ + b⁺ = 0 nothing is passed; returns (R_a, R_b, lost).
+    """
+    ap, bp = np.maximum(a, 0), np.maximum(b, 0)
+    share, nz = _safe_div(ap, ap + bp)
+    R_a = R * share
+    return R_a, np.where(nz, R - R_a, 0), np.where(nz, 0, R)
+
+
+# ----------------------------------------------------------------------------- SLTRP (eq. 8–14)
+
+
+def sltrp_gamma(h_prev, current, decay, gain, alpha=1.0, beta=0.0, clamp_input=False):
+    """Share of relevance sent to the previous step (eq. 9) for f(V, I) = c·V[t−1] + d·I[t] (eq. 8):
+
+    γ[t] = α·c V⁺[t−1] / (c V⁺[t−1] + d I⁺[t]) + β·c V⁻[t−1] / (c V⁻[t−1] + d I⁻[t]),   0/0 := 0.
+    Our neuron: c = decay, d = gain, V[t−1] = h[t−1] the post-reset membrane (h[0] = v0), I = the layer's
+    input. The (1 − c)·v_rest term acts like a bias and is ignored. ``clamp_input=True`` uses max(I, 0) as
+    the reference code does (then I⁻ = 0 and the β part sends all of a negative membrane's share back).
+    """
+    c, d = np.asarray(decay), np.asarray(gain)
+    if clamp_input:
+        current = np.maximum(current, 0)
+    (vp, vn), (ip, i_n) = _split(h_prev), _split(current)
+    gp, _ = _safe_div(c * vp, c * vp + d * ip)
+    gn, _ = _safe_div(c * vn, c * vn + d * i_n)
+    return (alpha * gp + beta * gn).astype(np.result_type(h_prev, current))
+
+
+def sltrp_recursion(R_out, gamma):
+    """SLTRP through one spiking layer, eq. 10–11, for arrays [T, ...] (every neuron independently).
+
+    R_in[T] = R_out[T]; for t = T … 2:  R_in[t−1] = γ[t]·R_in[t] + R_out[t−1];  R_in[t] ← (1 − γ[t])·R_in[t].
+    Finally the share γ[1]·R_in[1] belongs to the initial membrane v0 (γ[1] = 0 when v0 = 0) and is
+    returned as R_init [...]. Closed form (eq. 12):  R_in[t] = (1 − γ[t])·(R_out[t] + Σ_{i>t} R_out[i]·Π_{j=t+1..i} γ[j]).
+    Proposition 1 (eq. 13), k < T:  Σ_{t≤k} R_in[t] + R_init = Σ_{t≤k} R_out[t] + Σ_{i>k} R_out[i]·Π_{j=k+1..i} γ[j];
+    eq. 14 (per-neuron conservation over time):  Σ_t R_in[t] + R_init = Σ_t R_out[t].
+    Runs in the C core (``minisnn.core.sltrp``) or its NumPy twin. Returns (R_in, R_init).
+    """
+    R_out = np.asarray(R_out)
+    if R_out.dtype not in (np.float32, np.float64):
+        R_out = R_out.astype(np.float64 if R_out.dtype.kind == "f" else np.float32)
+    if R_out.ndim < 1 or R_out.shape[0] < 1:
+        raise ValueError(f"R_out must be [T, ...] with T >= 1, got shape {R_out.shape}")
+    gamma = np.asarray(gamma)
+    if gamma.shape != R_out.shape:
+        raise ValueError(f"gamma must have the shape of R_out {R_out.shape}, got {gamma.shape}")
+    T, rest = R_out.shape[0], R_out.shape[1:]
+    flat = lambda a: np.ascontiguousarray(a.reshape(T, -1), dtype=R_out.dtype)  # noqa: E731
+    r_in, r_init = core.sltrp(flat(R_out), flat(gamma))
+    return r_in.reshape(R_out.shape), r_init.reshape(rest)
+
+
+def _sltrp_layer(x, extras, R, alpha, beta, clamp_input):
+    h = extras["h"]
+    v0 = np.broadcast_to(np.asarray(extras["v0"], h.dtype), h.shape[1:])
+    h_prev = np.concatenate([v0[None], h[:-1]])
+    gamma = sltrp_gamma(h_prev, x, extras["decay"], extras["gain"], alpha, beta, clamp_input)
+    return sltrp_recursion(R, gamma)
+
+
+# ----------------------------------------------------------------------------- one rule per layer type
+
+
+def _rule(layer, x, extras, R, mode, alpha, beta, clamp_input):
+    """Relevance at ``layer``'s input from R at its output -> (R_in, lost [like R], R_init or None).
+
+    ``x`` is the recorded per-step input [T, N, ...]; in SLRP mode linear layers see mean_t x⁺, mean_t x⁻
+    and relevance has no T axis.
+    """
+    slrp = mode == "slrp"
+    if isinstance(layer, BaseNeuron):
+        if slrp:  # §3.3: R^(l-1) = R^(l), a consequence of eq. 14
+            return R, np.zeros_like(R), None
+        R_in, R_init = _sltrp_layer(x, extras, R, alpha, beta, clamp_input)
+        return R_in, np.zeros_like(R), R_init
+    shape = x.shape[1:] if slrp else x.shape
+    if isinstance(layer, PASS_THROUGH) or getattr(layer, "relevance_rule", None) == "identity":
+        return R.reshape(shape), np.zeros_like(R), None
+    xp, xn = _split(x)
+    if slrp:
+        xp, xn = xp.mean(0), xn.mean(0)
+    if isinstance(layer, nn.MaxPool2d):  # winner-take-all: everything to each window's arg-max
+        pool = _image_op(lambda v: F.max_pool2d(v, layer.kernel_size, layer.stride))
+        return _linear_op(pool, x.mean(0) if slrp else x)[1](R), np.zeros_like(R), None
+    if isinstance(layer, (nn.Linear, nn.Conv2d)):
+        wp, wn = _split(layer.weight.data)
+        make = _dense if isinstance(layer, nn.Linear) else lambda w: _conv(w, layer.stride, layer.padding)
+        pos, neg = make(wp), make(wn)
+    elif isinstance(layer, nn.AvgPool2d):
+        pos, neg = _image_op(lambda v: F.avg_pool2d(v, layer.kernel_size, layer.stride)), None
+    elif isinstance(layer, nn.AdaptiveAvgPool2d):
+        pos, neg = _image_op(lambda v: F.adaptive_avg_pool2d(v, layer.output_size)), None
+    else:
+        raise TypeError(f"no relevance rule for layer {type(layer).__name__}; multiplicative gates can set the "
+                        "class attribute relevance_rule = 'identity'")
+    R_in, lost = _ab_rule(xp, xn, R, pos, neg, alpha, beta)
+    return R_in, lost, None
+
+
+# ----------------------------------------------------------------------------- explain
+
+
+def layers_of(model):
+    """[(name, module)] of a Sequential with nested Sequentials flattened (names are dotted paths)."""
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"model must be an nn.Sequential, got {type(model).__name__}")
+    out = []
+    for name, m in model._modules.items():
+        out += [(f"{name}.{n}", s) for n, s in layers_of(m)] if isinstance(m, nn.Sequential) else [(name, m)]
+    return out
+
+
+def _forward(model, x):
+    """Eval-mode forward layer by layer -> (layers, per-layer inputs, per-layer neuron extras, output)."""
+    layers = layers_of(model)
+    x = x.data if isinstance(x, Tensor) else np.asarray(x)
+    if x.ndim < 3 or not np.issubdtype(x.dtype, np.floating) or not np.all(np.isfinite(x)):
+        raise ValueError(f"x must be finite float frames [T, N, ...], got {x.dtype} array of shape {x.shape}")
+    was_training = model.training
+    model.eval()
+    xs, extras, h = [], [], Tensor(x)
+    try:
+        with no_grad(), nn.recording():
+            for _, layer in layers:
+                xs.append(h.data)
+                h = layer(h)
+                extras.append(layer.extras if isinstance(layer, BaseNeuron) else None)
+    finally:
+        model.train(was_training)
+    if h.ndim != 3 or h.shape[:2] != x.shape[:2]:
+        raise ValueError(f"the model must map [T, N, ...] to [T, N, K]; got output shape {h.shape}")
+    return layers, xs, extras, h.data
+
+
+def _targets(out, target):
+    """Class per sample: ``target`` (int or [N] ints) or the arg-max of the time-mean output."""
+    T, N, K = out.shape
+    if target is None:
+        return out.mean(0).argmax(-1)
+    t = np.broadcast_to(np.asarray(target), (N,))
+    if not np.issubdtype(t.dtype, np.integer) or t.min() < 0 or t.max() >= K:
+        raise ValueError(f"target must be class indices in [0, {K}), got {target!r}")
+    return t.astype(np.int64)
+
+
+def init_relevance(out, target, init="clrp"):
+    """Output relevance [T, N, K] (spec §4), per time step:
+    ``clrp``: 1 − 1/K at the target, −1/K elsewhere (the reference code's simplified CLRP, Gu et al. 2018);
+    ``logit``: the target's logit at the target, 0 elsewhere (standard LRP); ``onehot``: 1 at the target."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    T, N, K = out.shape
+    onehot = np.zeros((N, K), out.dtype)
+    onehot[np.arange(N), target] = 1
+    if init == "clrp":
+        return np.broadcast_to(onehot - 1.0 / K, out.shape).astype(out.dtype)
+    return out * onehot if init == "logit" else np.broadcast_to(onehot, out.shape).copy()
+
+
+@dataclass
+class Explanation:
+    """Result of :func:`explain`.
+
+    input: relevance at the model input ([T, N, ...] SLTRP, [N, ...] SLRP; None if stopped early);
+    layers: {name: relevance at that layer's input}; activations: {name: that layer's output [T, N, ...]};
+    output_relevance: the initial relevance; target [N]; output: logits [T, N, K];
+    conservation: {"output": sums of the initial relevance, name: {"relevance": sums at the layer's
+    input, "lost": relevance lost to zero denominators, "init": R_init totals}}; sums are per step and
+    sample [T, N] (SLTRP; "init" is [N]) or per sample [N] (SLRP).
+    """
+    input: np.ndarray
+    layers: dict
+    conservation: dict
+    target: np.ndarray
+    output: np.ndarray
+    output_relevance: np.ndarray
+    mode: str
+    activations: dict = field(repr=False, default_factory=dict)
+
+    def residuals(self):
+        """{name: per-sample Σ R_out − Σ R_in − lost − R_init} for every layer walked (≈ 0 = conserved)."""
+        res, prev = {}, self.conservation["output"]
+        total = lambda a: a.reshape(-1, a.shape[-1]).sum(0)  # noqa: E731  (sum over T if present)
+        for name in self.layers:
+            c = self.conservation[name]
+            res[name] = total(prev) - total(c["relevance"]) - total(c["lost"]) - c["init"]
+            prev = c["relevance"]
+        return res
+
+
+def explain(model, x, target=None, mode="sltrp", init="clrp", alpha=1.0, beta=0.0, clamp_input=False, until=None):
+    """Relevance of every layer's input for the target class (EventRPG §3, §4.1).
+
+    ``mode="sltrp"``: linear layers per step (eq. 7), spiking layers through time (eq. 9–11);
+    ``mode="slrp"``: spiking layers identity, linear layers on time-averaged inputs, relevance without a T
+    axis (§3.3). ``init`` (spec §4), ``alpha`` + ``beta`` = 1 (eq. 3), ``clamp_input`` (eq. 9, reference
+    code). ``until``: stop after the relevance at this layer's input (name) is known (CAMs need no more).
+    Biases are ignored, so with ``init="logit"`` every layer's relevance sums to the (time-summed, or
+    time-averaged for SLRP) target logit, less what ``conservation`` reports as lost and R_init.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    _check_ab(alpha, beta)
+    layers, xs, extras, out = _forward(model, x)
+    if until is not None and until not in dict(layers):
+        raise ValueError(f"until: no layer named {until!r}; layers are {[n for n, _ in layers]}")
+    target = _targets(out, target)
+    R0 = init_relevance(out, target, init)
+    R = R0.mean(0) if mode == "slrp" else R0
+    sums = lambda a: a.reshape(a.shape[:2 if mode == "sltrp" else 1] + (-1,)).sum(-1)  # noqa: E731
+    cons, rel = {"output": sums(R)}, {}
+    acts = {name: a for (name, _), a in zip(layers, xs[1:] + [out])}
+    for i in range(len(layers) - 1, -1, -1):
+        name, layer = layers[i]
+        R, lost, R_init = _rule(layer, xs[i], extras[i], R, mode, alpha, beta, clamp_input)
+        rel[name] = R
+        init_sum = np.zeros(R.shape[mode == "sltrp"], R.dtype) if R_init is None else R_init.reshape(len(R_init), -1).sum(-1)
+        cons[name] = {"relevance": sums(R), "lost": sums(lost), "init": init_sum}
+        if name == until:
+            break
+    return Explanation(R if i == 0 else None, rel, cons, target, out, R0, mode, acts)
+
+
+# ----------------------------------------------------------------------------- maps (§4.1, spec §5)
+
+
+def _layer_index(layers, layer):
+    """Index of ``layer`` (name, int index, or the module); None -> the layer right before the last Flatten
+    (the feature before the last fully connected layer, as in the paper's §5.1)."""
+    names = [n for n, _ in layers]
+    if layer is None:
+        flat = [i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Flatten)]
+        if not flat or flat[-1] == 0:
+            raise ValueError("layer: the model has no Flatten after a spatial layer; name the layer")
+        return flat[-1] - 1
+    if isinstance(layer, nn.Module):
+        idx = [i for i, (_, m) in enumerate(layers) if m is layer]
+    elif isinstance(layer, (int, np.integer)):
+        idx = [range(len(layers))[layer]] if -len(layers) <= layer < len(layers) else []
+    else:
+        idx = [names.index(layer)] if layer in names else []
+    if not idx:
+        raise ValueError(f"layer: {layer!r} is not a layer of the model; layers are {names}")
+    if idx[0] == len(layers) - 1:
+        raise ValueError("layer: choose a hidden layer (the last layer's output is the logits)")
+    return idx[0]
+
+
+def _explain_at(model, x, layer, **kw):
+    """(relevance at ``layer``'s output, its activation A [T, N, ...], Explanation) — propagates only that far."""
+    layers = layers_of(model)
+    i = _layer_index(layers, layer)
+    e = explain(model, x, until=layers[i + 1][0], **kw)
+    R, A = e.layers[layers[i + 1][0]], e.activations[layers[i][0]]
+    if A.ndim != 5:
+        raise ValueError(f"layer: {layers[i][0]} has output shape {A.shape}; CAMs need [T, N, C, H, W]")
+    return R, A, e
+
+
+def saliency(model, x, target=None, mode="sltrp", init="clrp", alpha=1.0, beta=0.0, clamp_input=False):
+    """Saliency map = relevance at the input: [T, N, P, H, W] (SLTRP) or [N, P, H, W] (SLRP) (§4.1)."""
+    return explain(model, x, target, mode, init, alpha, beta, clamp_input).input
+
+
+def cam(model, x, layer=None, target=None, mode="sltrp", init="clrp", alpha=1.0, beta=0.0, clamp_input=False):
+    """SLTRP-CAM / SLRP-CAM (§4.1): relevance at ``layer``'s output summed over channels.
+
+    [T, N, h, w] (SLTRP) or [N, h, w] (SLRP). ``layer``: name, index or module; default: the feature
+    before the last fully connected layer. Only the layers after ``layer`` are propagated through.
+    """
+    R, _, _ = _explain_at(model, x, layer, target=target, mode=mode, init=init, alpha=alpha, beta=beta,
+                          clamp_input=clamp_input)
+    return R.sum(-3)
+
+
+def relcam(model, x, layer=None, target=None, mode="sltrp", init="clrp", alpha=1.0, beta=0.0, clamp_input=False):
+    """SLRP-/SLTRP-RelCAM (Lee et al. 2021; spec §5): w_c = Σ_hw R[c, h, w], map = Σ_c w_c·A_c.
+
+    A = the layer's output (spikes), per step for SLTRP, time-averaged for SLRP. No ReLU (spec §5).
+    """
+    R, A, _ = _explain_at(model, x, layer, target=target, mode=mode, init=init, alpha=alpha, beta=beta,
+                          clamp_input=clamp_input)
+    A = A.mean(0) if mode == "slrp" else A
+    return (R.sum((-2, -1), keepdims=True) * A).sum(-3)
+
+
+def normalize(maps, sample_axis=0):
+    """Per-sample min-max to [0, 1] over every axis but ``sample_axis`` (0/0 := 0: a constant map -> 0).
+
+    Use ``sample_axis=1`` for time-first maps ([T, N, ...], e.g. SLTRP saliency or CAM).
+    """
+    maps = np.asarray(maps)
+    if not np.issubdtype(maps.dtype, np.floating):
+        maps = maps.astype(np.float32)
+    m = np.moveaxis(maps, sample_axis, 0)
+    flat = m.reshape(len(m), -1)
+    lo = flat.min(1, initial=np.inf)[:, None] if flat.size else np.zeros((len(m), 1), m.dtype)
+    hi = flat.max(1, initial=-np.inf)[:, None] if flat.size else lo
+    out, _ = _safe_div(flat - lo, hi - lo)
+    return np.moveaxis(out.astype(maps.dtype).reshape(m.shape), 0, sample_axis)
+
+
+def _interp_matrix(n_in, n_out, dtype):
+    """Bilinear interpolation weights [n_out, n_in], half-pixel centres (PyTorch's align_corners=False)."""
+    src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    i0 = np.floor(src).astype(int)
+    i1, frac = np.minimum(i0 + 1, n_in - 1), src - np.floor(src)
+    M = np.zeros((n_out, n_in), dtype)
+    np.add.at(M, (np.arange(n_out), i0), 1 - frac)
+    np.add.at(M, (np.arange(n_out), i1), frac)
+    return M
+
+
+def resize(maps, size):
+    """Bilinear resize of the last two axes of ``maps`` to ``size`` = (H, W)."""
+    maps = np.asarray(maps)
+    H, W = F._pair(size, "size")
+    if maps.shape[-2:] == (H, W):
+        return maps
+    Mh, Mw = (_interp_matrix(n, k, maps.dtype) for n, k in zip(maps.shape[-2:], (H, W)))
+    return Mh @ maps @ Mw.T
