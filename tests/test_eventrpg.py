@@ -1,0 +1,260 @@
+"""EventRPG's augmentations (paper §4): RPGDrop, RPGMix (eq. 15), the policy and its loader."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from data_tools.events import EVENT_DTYPE, make_events, validate
+from data_tools.frames import frame_index, to_frames
+from minisnn import models
+from minisnn.methods import eventrpg as E
+
+SENSOR = (34, 34, 2)
+
+
+def uniform_events(n, rng, p=None, xy=(0, 34), t_max=10**6):
+    pol = rng.integers(0, 2, n) if p is None else np.full(n, p)
+    return make_events(rng.integers(*xy, n), rng.integers(*xy, n), np.sort(rng.integers(0, t_max, n)), pol)
+
+
+def box_map(x0, y0, x1, y1, size=(34, 34)):
+    m = np.zeros(size)
+    m[y0:y1 + 1, x0:x1 + 1] = 1.0
+    return m
+
+
+def assert_valid(ev, sensor=SENSOR):
+    assert ev.dtype == EVENT_DTYPE
+    validate(ev, sensor)                      # sorted and inside the sensor
+
+
+# ---------------------------------------------------------------- RPGDrop (§4.2)
+def test_rpg_drop_follows_saliency_left_half():
+    rng = np.random.default_rng(0)
+    ev = uniform_events(40000, rng)
+    out = E.rpg_drop(ev, box_map(0, 0, 16, 33), SENSOR, 0.7, rng)
+    left_in, left_out = np.sum(ev["x"] <= 16), np.sum(out["x"] <= 16)
+    assert 1 - left_out / left_in == pytest.approx(0.7, abs=0.015)    # ~θ of the salient events go
+    assert np.sum(out["x"] > 16) == np.sum(ev["x"] > 16)               # none where S = 0
+    assert_valid(out)
+
+
+def test_rpg_drop_fraction_is_theta_times_mean_saliency():
+    rng = np.random.default_rng(1)
+    ev = uniform_events(50000, rng)
+    s = rng.random((2, 4, 34, 34))
+    theta = 0.6
+    b = frame_index(ev, 4)
+    expected = theta * s[ev["p"], b, ev["y"], ev["x"]]          # per-event drop probability
+    dropped = len(ev) - len(E.rpg_drop(ev, s, SENSOR, theta, rng))
+    sd = np.sqrt(np.sum(expected * (1 - expected)))
+    assert abs(dropped - expected.sum()) < 4 * sd
+    assert expected.mean() == pytest.approx(theta * 0.5, abs=0.01)
+
+
+def test_rpg_drop_uses_polarity_and_time_bin():
+    rng = np.random.default_rng(2)
+    ev = uniform_events(5000, rng)
+    s = np.zeros((2, 2, 34, 34))
+    s[1, 1] = 1.0                                               # ON events of the second (by count) half
+    out = E.rpg_drop(ev, s, SENSOR, 1.0, rng)
+    gone = (ev["p"] == 1) & (frame_index(ev, 2) == 1)
+    np.testing.assert_array_equal(out, ev[~gone])
+
+
+def test_rpg_drop_resizes_a_small_map_to_the_sensor():
+    rng = np.random.default_rng(3)
+    ev = uniform_events(20000, rng)
+    out = E.rpg_drop(ev, box_map(0, 0, 7, 16, (17, 17)), SENSOR, 1.0, rng)   # model saw 17x17
+    assert not np.any(out["x"] <= 14)                          # fully salient after bilinear upsampling
+    assert np.sum(out["x"] >= 17) == np.sum(ev["x"] >= 17)     # zero there
+
+
+def test_rpg_drop_keeps_the_stream_when_everything_would_go_and_checks_inputs():
+    rng = np.random.default_rng(4)
+    ev = uniform_events(300, rng)
+    np.testing.assert_array_equal(E.rpg_drop(ev, np.ones((34, 34)), SENSOR, 1.0, rng), ev)
+    np.testing.assert_array_equal(E.rpg_drop(ev, np.ones((34, 34)), SENSOR, 0.0, rng), ev)
+    for theta in (-0.1, 1.5, np.nan):
+        with pytest.raises(ValueError, match="theta"):
+            E.rpg_drop(ev, np.ones((34, 34)), SENSOR, theta, rng)
+    with pytest.raises(ValueError, match="saliency"):
+        E.rpg_drop(ev, -np.ones((34, 34)), SENSOR, 0.5, rng)      # not normalised
+    with pytest.raises(ValueError, match="saliency"):
+        E.rpg_drop(ev, np.ones(34), SENSOR, 0.5, rng)
+    with pytest.raises(ValueError, match="polarity"):
+        E.rpg_drop(ev, np.ones((3, 34, 34)), SENSOR, 0.5, rng)
+
+
+def test_resize_and_normalize_maps():
+    m = np.random.default_rng(5).random((3, 2, 8, 8))
+    np.testing.assert_array_equal(E.resize_map(m, (8, 8)), m)
+    np.testing.assert_allclose(E.resize_map(np.full((4, 5), 0.3), (13, 7)), 0.3)
+    n = E.normalize_map(np.stack([m[0], np.full((2, 8, 8), 2.0)]))
+    assert n[0].min() == 0 and n[0].max() == 1 and np.all(n[1] == 0)      # constant map -> 0 (0/0 := 0)
+
+
+# ---------------------------------------------------------------- RPGMix (§4.3, eq. 15)
+def test_sigma_eq15_on_hand_made_boxes():
+    rng = np.random.default_rng(6)
+    ev1, ev2 = uniform_events(3000, rng, p=0), uniform_events(3000, rng, p=1)
+    # 30x30 and 20x20 boxes cannot be separated on 34x34: opposite corners, overlap 16x16 = 256 px.
+    for seed in range(5):
+        _, sigma, (b1, b2) = E.rpg_mix(ev1, ev2, box_map(2, 2, 31, 31), box_map(5, 8, 24, 27), SENSOR,
+                                       np.random.default_rng(seed), return_boxes=True)
+        assert sigma == pytest.approx((900 - 256) / (900 + 400 - 256))
+        assert E.box_overlap(b1, b2) == 256
+    # 10x20 and 12x30 boxes: side by side along x, no overlap, σ = 200 / (200 + 360)
+    _, sigma = E.rpg_mix(ev1, ev2, box_map(3, 4, 12, 23), box_map(20, 1, 31, 30), SENSOR, rng)
+    assert sigma == pytest.approx(200 / 560)
+    assert E.mix_sigma(900, 400, 256) == pytest.approx(644 / 1044)
+
+
+@pytest.mark.parametrize("size1,size2,case", [((30, 30), (20, 20), "neither"), ((10, 30), (12, 30), "x"),
+                                              ((30, 10), (30, 12), "y"), ((10, 8), (12, 9), "both"),
+                                              ((15, 12), (16, 15), "both")])
+def test_place_boxes_four_cases(size1, size2, case):
+    rng, corners = np.random.default_rng(7), set()
+    for _ in range(200):
+        p1, p2, got = E.place_boxes(size1, size2, SENSOR, rng)
+        assert got == case
+        b1 = (*p1, p1[0] + size1[0] - 1, p1[1] + size1[1] - 1)
+        b2 = (*p2, p2[0] + size2[0] - 1, p2[1] + size2[1] - 1)
+        assert min(b1 + b2) >= 0 and max(b1[2], b2[2], b1[3], b2[3]) <= 33
+        expect = max(0, size1[0] + size2[0] - 34) * max(0, size1[1] + size2[1] - 34)
+        assert E.box_overlap(b1, b2) == expect            # 0 whenever the boxes can be separated
+        corners.add((p1[0] < p2[0], p1[1] < p2[1]))
+    assert len(corners) >= 2                               # placements are spread, not one fixed layout
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 34), st.integers(1, 34), st.integers(1, 34), st.integers(1, 34), st.integers(0, 10**6))
+def test_place_boxes_minimal_overlap_property(w1, h1, w2, h2, seed):
+    p1, p2, _ = E.place_boxes((w1, h1), (w2, h2), SENSOR, np.random.default_rng(seed))
+    b1, b2 = (*p1, p1[0] + w1 - 1, p1[1] + h1 - 1), (*p2, p2[0] + w2 - 1, p2[1] + h2 - 1)
+    assert min(b1 + b2) >= 0 and max(b1[2], b2[2]) < 34 and max(b1[3], b2[3]) < 34
+    assert E.box_overlap(b1, b2) == max(0, w1 + w2 - 34) * max(0, h1 + h2 - 34)
+
+
+def test_cutmix_keeps_stream2_only_inside_box2():
+    rng = np.random.default_rng(8)
+    ev1, ev2 = uniform_events(4000, rng, p=0), uniform_events(4000, rng, p=1, t_max=3 * 10**5)
+    cam1, cam2 = box_map(4, 6, 18, 25), box_map(12, 10, 27, 21)
+    for seed in range(10):
+        out, sigma, (b1, b2) = E.rpg_mix(ev1, ev2, cam1, cam2, SENSOR, np.random.default_rng(seed),
+                                         return_boxes=True)
+        assert_valid(out)
+        inside = (out["x"] >= b2[0]) & (out["x"] <= b2[2]) & (out["y"] >= b2[1]) & (out["y"] <= b2[3])
+        assert np.all(inside[out["p"] == 1]) and not np.any(inside[out["p"] == 0])
+        # every stream-2 event of its original box survives, moved with it
+        assert np.sum(out["p"] == 1) == np.sum(E._inside(ev2, (12, 10, 27, 21)))
+        # stream 1: translated events still on the sensor and outside box 2
+        x1, y1 = ev1["x"] + b1[0] - 4, ev1["y"] + b1[1] - 6
+        on = (x1 >= 0) & (x1 < 34) & (y1 >= 0) & (y1 < 34)
+        out2 = (x1 >= b2[0]) & (x1 <= b2[2]) & (y1 >= b2[1]) & (y1 <= b2[3])
+        assert np.sum(out["p"] == 0) == np.sum(on & ~out2)
+        assert out["t"].min() >= ev1["t"][0] and out["t"].max() <= ev1["t"][-1]   # stream 2 on stream 1's clock
+        assert sigma == pytest.approx(15 * 20 / (15 * 20 + 16 * 12))
+
+
+def test_rpg_mix_empty_result_returns_stream1():
+    rng = np.random.default_rng(9)
+    ev1 = uniform_events(500, rng, p=0, xy=(10, 21))          # all inside box 2 wherever it lands
+    ev2 = uniform_events(500, rng, p=1, xy=(0, 3))            # all outside its own box
+    for seed in range(5):
+        out, sigma = E.rpg_mix(ev1, ev2, np.full((34, 34), np.nan), box_map(3, 3, 32, 32), SENSOR,
+                               np.random.default_rng(seed))
+        np.testing.assert_array_equal(out, ev1)
+        assert sigma == 1.0
+
+
+def test_cam_box():
+    assert E.cam_box(box_map(3, 5, 20, 9), SENSOR) == (3, 5, 20, 9)
+    assert E.cam_box(np.full((4, 34, 34), np.nan), SENSOR) == (0, 0, 33, 33)
+    assert E.cam_box(np.stack([box_map(3, 5, 20, 9)] * 3), SENSOR) == (3, 5, 20, 9)   # mean over T
+    # from 8x8: bilinear value at x is 1 - (src - 3) with src = (x + 0.5)·8/34 - 0.5; ≥ mean (≈ 0.25) up to x = 17
+    assert E.cam_box(box_map(0, 0, 3, 3, (8, 8)), SENSOR) == (0, 0, 17, 17)
+    with pytest.raises(ValueError, match="cam"):
+        E.cam_box(np.ones(5), SENSOR)
+
+
+# ---------------------------------------------------------------- the policy (§4.4, Fig. 3)
+def tiny_model():
+    return models.ConvSNN(10, 2, 34, width=4, rng=np.random.default_rng(0))
+
+
+def left_map(x, targets):
+    """A stand-in saliency / CAM function: salient left half, whatever the input."""
+    s = np.zeros((x.shape[1], x.shape[2], 34, 34))
+    s[..., :17] = 1.0
+    return s
+
+
+def batch(n, seed=10):
+    rng = np.random.default_rng(seed)
+    return [uniform_events(800, rng) for _ in range(n)], rng.permutation(10)[:n]
+
+
+def test_policy_outputs_and_soft_labels():
+    events, labels = batch(6)
+    pol = E.EventRPG(tiny_model(), SENSOR, 5, mix_prob=1.0, saliency_fn=left_map, cam_fn=left_map)
+    for seed in range(4):
+        frames, soft = pol(events, labels, np.random.default_rng(seed))
+        assert frames.shape == (5, 6, 2, 34, 34) and frames.dtype == np.float32
+        assert soft.shape == (6, 10) and soft.dtype == np.float32
+        np.testing.assert_allclose(soft.sum(1), 1, atol=1e-6)
+        sigma = pol.last_sigma
+        np.testing.assert_allclose(soft[np.arange(6), labels], sigma, atol=1e-6)
+        np.testing.assert_allclose(soft[np.arange(6), np.roll(labels, -1)], 1 - sigma, atol=1e-6)
+        assert np.all(frames.reshape(5, 6, -1).sum((0, 2)) > 0)
+
+
+def test_policy_is_reproducible_and_keeps_labels_without_mix():
+    events, labels = batch(4)
+    pol = E.EventRPG(tiny_model(), SENSOR, 4, saliency_fn=left_map, cam_fn=left_map)
+    a, b = pol(events, labels, np.random.default_rng(11)), pol(events, labels, np.random.default_rng(11))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    pol.mix_prob = 0.0
+    _, soft = pol(events, labels, np.random.default_rng(12))
+    np.testing.assert_array_equal(soft, np.eye(10)[labels])
+    with pytest.raises(ValueError, match="labels"):
+        pol(events, labels[:2], np.random.default_rng(0))
+
+
+def test_policy_rpg_drop_hits_the_whole_batch_where_salient():
+    events, labels = batch(3)
+    pol = E.EventRPG(tiny_model(), SENSOR, 4, mix_prob=0.0, saliency_fn=left_map, cam_fn=left_map)
+    seed = next(s for s in range(200) if E.EventRPG.OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
+    frames, _ = pol(events, labels, np.random.default_rng(seed))
+    assert pol.last_op == "rpg_drop"
+    orig = pol.frames(events)
+    for n in range(3):                                    # θ ≥ 0.5: at least ~half the left events go
+        assert frames[:, n, ..., :17].sum() < 0.6 * orig[:, n, ..., :17].sum()
+        assert frames[:, n, ..., 17:].sum() == orig[:, n, ..., 17:].sum()
+
+
+def test_loader_yields_soft_label_batches_and_trains():
+    from data_tools.datasets import Subset
+    from minisnn import optim, train
+
+    class Tiny:
+        sensor_size, classes = SENSOR, list(range(10))
+
+        def __init__(self):
+            self.items = list(zip(*batch(10, seed=13)))
+            self.labels = np.array([y for _, y in self.items])
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            return self.items[i][0].copy(), int(self.items[i][1])
+    model = tiny_model()
+    loader = E.EventRPGLoader(Subset(Tiny(), np.arange(10)), 4, 3, model, np.random.default_rng(0),
+                              saliency_fn=left_map, cam_fn=left_map)
+    shapes = [(x.shape, y.shape) for x, y in loader]
+    assert len(loader) == 3 and shapes[0] == ((3, 4, 2, 34, 34), (4, 10)) and shapes[-1][1] == (2, 10)
+    before = [p.data.copy() for p in model.parameters()]
+    res = train.train_epoch(model, loader, optim.Adam(model.parameters(), lr=1e-2))
+    assert np.isfinite(res["loss"])
+    assert any(not np.array_equal(p.data, q) for p, q in zip(model.parameters(), before))
