@@ -259,10 +259,10 @@ def _pair(v, name):
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D cross-correlation: out[n,o,i,j] = Σ_{c,a,b} w[o,c,a,b]·x_pad[n,c,s·i+a,s·j+b] + bias[o].
 
-    Forward: im2col — cols[n,c,a,b,i,j] = x_pad[n,c,s·i+a,s·j+b], filled from one strided slice of the
-    padded input per kernel offset — then one batched GEMM  W[O, C·kh·kw] @ cols[n] -> out[n] in NCHW.
-    Backward: dW = Σ_n g[n] @ cols[n]ᵀ; dx: dcols[n] = Wᵀ @ g[n], then a loop over the kh·kw kernel
-    offsets adds each slice of dcols back into the padded input gradient (col2im, no np.add.at).
+    Forward: im2col — cols[c,a,b,n,i,j] = x_pad[n,c,s·i+a,s·j+b], filled from one strided slice of the
+    padded input per kernel offset (a, b) — then ONE GEMM  W[O, C·kh·kw] @ cols[C·kh·kw, N·Ho·Wo].
+    Backward: dW = g[O, N·Ho·Wo] @ colsᵀ (one GEMM); dx: dcols = Wᵀ @ g (one GEMM), then a loop over the
+    kh·kw kernel offsets adds each slice of dcols back into the padded input gradient (col2im, no np.add.at).
     """
     x = tensor(x)
     ph, pw = _pair(padding, "padding")
@@ -272,27 +272,26 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     N, _, H, W = x.shape
     xp = np.pad(x.data, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x.data
     Ho, Wo = _out_size(H + 2 * ph, kh, stride, "conv2d"), _out_size(W + 2 * pw, kw, stride, "conv2d")
-    cols = np.empty((N, C, kh, kw, Ho, Wo), dtype=x.dtype)
+    cols = np.empty((C, kh, kw, N, Ho, Wo), dtype=x.dtype)
     for a, b, sl in _offsets(kh, kw, stride, Ho, Wo):
-        cols[:, :, a, b] = xp[sl]
-    cols = cols.reshape(N, C * kh * kw, Ho * Wo)
+        cols[:, a, b] = xp[sl].transpose(1, 0, 2, 3)
+    cols = cols.reshape(C * kh * kw, N * Ho * Wo)
     w2 = weight.data.reshape(O, -1)
-    out = np.matmul(w2, cols).reshape(N, O, Ho, Wo)
-    if bias is not None:
-        out += bias.data.reshape(1, O, 1, 1)
+    out = (w2 @ cols).reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3)      # back to NCHW (one copy below)
+    out = out + bias.data.reshape(1, O, 1, 1) if bias is not None else np.ascontiguousarray(out)
     parents = (x, weight) + ((bias,) if bias is not None else ())
 
     def backward(g):
-        g3 = np.ascontiguousarray(g).reshape(N, O, Ho * Wo)
-        gw = np.matmul(g3, cols.transpose(0, 2, 1)).sum(0).reshape(weight.shape) if weight.requires_grad else None
+        g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(O, N * Ho * Wo)
+        gw = (g2 @ cols.T).reshape(weight.shape) if weight.requires_grad else None
         gx = None
         if x.requires_grad:
-            dcols = np.matmul(w2.T, g3).reshape(N, C, kh, kw, Ho, Wo)
+            dcols = (w2.T @ g2).reshape(C, kh, kw, N, Ho, Wo)
             gxp = np.zeros(xp.shape, dtype=g.dtype)
             for a, b, sl in _offsets(kh, kw, stride, Ho, Wo):
-                gxp[sl] += dcols[:, :, a, b]
+                gxp[sl] += dcols[:, a, b].transpose(1, 0, 2, 3)
             gx = gxp[:, :, ph:ph + H, pw:pw + W]
-        return (gx, gw) + ((g3.sum((0, 2)),) if bias is not None else ())
+        return (gx, gw) + ((g2.sum(1),) if bias is not None else ())
     return make(out, parents, backward)
 
 
@@ -320,8 +319,13 @@ def _pool(x, kernel_size, stride, kind):
 
     def backward(g):
         gx = np.zeros_like(x.data)
+        g_avg = g * (1.0 / (kh * kw)) if kind == "avg" else None
         for a, b, sl in _offsets(kh, kw, s, Ho, Wo):
-            gx[sl] += g * (1.0 / (kh * kw)) if kind == "avg" else g * (arg == a * kw + b)
+            contrib = g_avg if kind == "avg" else g * (arg == a * kw + b)
+            if s >= kh and s >= kw:  # windows do not overlap: each input meets one window
+                gx[sl] = contrib
+            else:
+                gx[sl] += contrib
         return (gx,)
     return make(out, (x,), backward)
 
@@ -362,6 +366,11 @@ def _chan_sum(a):
     return a.reshape(a.shape[0], a.shape[1], -1).sum(-1).sum(0)
 
 
+def _chan_dot(a, b):
+    """Σ over every axis but 1 of a·b, without materialising the product."""
+    return np.einsum("ncl,ncl->c", a.reshape(a.shape[0], a.shape[1], -1), b.reshape(b.shape[0], b.shape[1], -1))
+
+
 def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
     """y = γ·(x − μ)/√(σ² + ε) + β per channel (axis 1), statistics over every other axis.
 
@@ -375,7 +384,7 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
     if training:
         mu = _chan_sum(x.data) / n
         xhat = x.data - mu.reshape(shape)
-        var = _chan_sum(xhat * xhat) / n
+        var = _chan_dot(xhat, xhat) / n
         running_mean *= 1 - momentum
         running_mean += momentum * mu
         running_var *= 1 - momentum
@@ -389,14 +398,12 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
     out += bias.data.reshape(shape)
 
     def backward(g):
-        gb, gw = _chan_sum(g), _chan_sum(g * xhat)
-        scale = (weight.data * inv).reshape(shape)
-        if not training:
-            return g * scale, gw, gb
-        gx = xhat * (gw / n).reshape(shape)
-        np.subtract(g, gx, out=gx)
-        gx -= (gb / n).reshape(shape)
-        gx *= scale
+        gb, gw = _chan_sum(g), _chan_dot(g, xhat)
+        scale = weight.data * inv
+        gx = g * scale.reshape(shape)
+        if training:  # gx = scale·g − scale·mean(g) − x̂·scale·mean(g·x̂)
+            gx -= xhat * (scale * gw / n).reshape(shape)
+            gx -= (scale * gb / n).reshape(shape)
         return gx, gw, gb
     return make(out, (x, weight, bias), backward)
 
