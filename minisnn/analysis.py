@@ -1,0 +1,234 @@
+"""Redundancy analysis of SNNs: firing rates, spike features, membrane potential distributions, energy.
+
+Yao et al., "Inherent Redundancy in Spiking Neural Networks", ICCV 2023 (§3.2 Definitions 1–5, §5.5
+Definition 6 and Table 4, §5.4 eq. 11); spec specs/asa.md §4. Works on any library model: :func:`record`
+runs an eval pass under ``nn.recording()`` and keeps, for every neuron layer, the spikes s and the
+pre-reset membrane u (both [T, n_samples, ...]), and for every conv/linear layer its dense MAC count and
+the fraction of non-zero inputs. Everything else is a small function of those arrays.
+
+    N-SFR[t, i] = (1/N) Σ_n s[t, n, i]        C-SFR[t, c] = mean of N-SFR over channel c's neurons
+    T-SFR[t]    = Σ_l Σ_i N-SFR_l[t, i] / Σ_l n_l          NASFR = (1/T) Σ_t T-SFR[t] = Σ_l rate_l·n_l / Σ_l n_l
+    PTD         = mean centre of the three tallest MPD bins − V_th                         (Definition 6)
+    QE          = mean over neurons, steps, samples of (u − s)²                            (Table 4)
+    E           = E_MAC·#MAC + E_AC·#AC,  ΔE = E_MAC·ΔMAC − E_AC·ΔAC                       (eq. 11)
+"""
+import numpy as np
+
+from . import nn
+from .autograd import Tensor, no_grad
+from .neurons import BaseNeuron
+
+E_MAC, E_AC = 4.6, 0.9  # pJ per multiply-accumulate / accumulate (45 nm CMOS, Horowitz 2014; paper §5.4)
+
+
+class Recording:
+    """What :func:`record` collected (per sample counts are averaged over all recorded samples).
+
+    ``neurons``: {layer name: {"s": uint8 [T, n, ...], "u": [T, n, ...], "v_threshold": float}}
+    ``ops``: {layer name: {"kind": "conv" | "linear" | "attention", "first": bool, "dense": dense MACs per
+    sample over all T steps, "rate": fraction of non-zero inputs}}; ``n_samples``.
+    """
+
+    def __init__(self):
+        self.neurons, self.ops, self.n_samples = {}, {}, 0
+
+    def spikes(self):
+        return [v["s"] for v in self.neurons.values()]
+
+
+def _batches(data, max_batches):
+    if isinstance(data, (np.ndarray, Tensor)):
+        data = [(data, None)]
+    for i, (x, _) in enumerate(data):
+        if max_batches is not None and i >= max_batches:
+            return
+        yield x.data if isinstance(x, Tensor) else np.asarray(x)
+
+
+def _attention_children(model):
+    """Modules inside an attention module that reports its own ``macs`` (not counted twice)."""
+    return {id(d) for m in model.modules() if hasattr(m, "macs") for d in m.modules() if d is not m}
+
+
+def _costs_macs(module):
+    return isinstance(module, (nn.Conv2d, nn.Linear)) or hasattr(module, "macs")
+
+
+def _add_op(name, module, inp, out, n, stats):
+    """Accumulate the dense MAC count and the non-zero input count of one conv/linear/attention call."""
+    if hasattr(module, "macs"):
+        kind, dense = "attention", module.macs(inp.shape) * n
+    else:
+        kind = "conv" if isinstance(module, nn.Conv2d) else "linear"
+        dense = out.size * int(np.prod(module.weight.shape[1:]))  # each output: C_in·k·k (or in) MACs
+    st = stats.setdefault(name, [kind, not stats, 0.0, 0, 0])  # kind, first, dense, non-zero, size
+    st[2] += dense
+    st[3] += np.count_nonzero(inp)
+    st[4] += inp.size
+
+
+def record(model, data, max_batches=None, keep=True):
+    """Run ``model`` in eval mode over ``data`` (an array [T, N, ...] or an iterable of (x, y) batches).
+
+    Returns a :class:`Recording`. ``keep=False`` stores no spikes/membranes (enough for :func:`energy`).
+    """
+    was_training, names, skip = model.training, {id(m): n for n, m in model.named_modules()}, _attention_children(model)
+    model.eval()
+    rec, stats, s_list, u_list = Recording(), {}, {}, {}
+    try:
+        with no_grad():
+            for x in _batches(data, max_batches):
+                with nn.recording() as calls:
+                    model(Tensor(x))
+                n = x.shape[1]
+                rec.n_samples += n
+                for module, inp, out, extras in calls:
+                    name = names.get(id(module), type(module).__name__)
+                    inp, out = (a.data if isinstance(a, Tensor) else np.asarray(a) for a in (inp, out))
+                    if isinstance(module, BaseNeuron) and keep:
+                        s_list.setdefault(name, []).append(extras["s"].astype(np.uint8))
+                        u_list.setdefault(name, []).append(extras["u"])
+                        rec.neurons[name] = {"v_threshold": module.v_threshold}
+                    elif id(module) not in skip and _costs_macs(module):
+                        _add_op(name, module, inp, out, n, stats)
+    finally:
+        model.train(was_training)
+    for name, v in rec.neurons.items():
+        v["s"], v["u"] = np.concatenate(s_list[name], axis=1), np.concatenate(u_list[name], axis=1)
+    for name, (kind, first, dense, nz, size) in stats.items():
+        rec.ops[name] = {"kind": kind, "first": first, "dense": dense / rec.n_samples, "rate": float(nz / max(size, 1))}
+    return rec
+
+
+def _spikes(s, name="s"):
+    s = np.asarray(s)
+    if s.ndim < 3:
+        raise ValueError(f"{name} must be [T, N, ...] (time-first, at least one neuron axis), got shape {s.shape}")
+    return s.astype(np.float64)
+
+
+def firing_rates(s):
+    """Definition 1 for one layer's spikes [T, N, C, ...] (or [T, N, F]): N-SFR, C-SFR, T-SFR.
+
+    Returns {"n_sfr": [T, C, ...] = mean over samples, "c_sfr": [T, C], "t_sfr": [T], "rate": float}.
+    """
+    s = _spikes(s)
+    n_sfr = s.mean(1)
+    T, C = n_sfr.shape[:2]
+    return {"n_sfr": n_sfr, "c_sfr": n_sfr.reshape(T, C, -1).mean(-1), "t_sfr": n_sfr.reshape(T, -1).mean(-1),
+            "rate": float(s.mean())}
+
+
+def t_sfr(spikes):
+    """Network T-SFR[t] = Σ_l Σ_i N-SFR_l[t, i] / Σ_l n_l over a Recording or a list of spike arrays."""
+    spikes = spikes.spikes() if isinstance(spikes, Recording) else list(spikes)
+    if not spikes:
+        raise ValueError("spikes: no neuron layer was recorded")
+    arrays = [_spikes(s) for s in spikes]
+    if len({a.shape[:2] for a in arrays}) != 1:
+        raise ValueError(f"spikes: layers disagree on [T, N]: {[a.shape[:2] for a in arrays]}")
+    total = sum(a.mean(1).reshape(a.shape[0], -1).sum(-1) for a in arrays)
+    return total / sum(int(np.prod(a.shape[2:])) for a in arrays)
+
+
+def nasfr(spikes):
+    """NASFR = mean over t of the network T-SFR (Definition 1) = Σ_l rate_l·n_l / Σ_l n_l."""
+    return float(t_sfr(spikes).mean())
+
+
+def spike_features(s):
+    """Definition 2: the spike feature of channel c at step t, an [H, W] map of N-SFRs -> [T, C, H, W]."""
+    s = _spikes(s)
+    if s.ndim != 5:
+        raise ValueError(f"s must be a conv layer's spikes [T, N, C, H, W], got shape {s.shape}")
+    return s.mean(1)
+
+
+def feature_similarity(features):
+    """Cosine similarity [C, C] of the spike features [C, H, W] of one step: ghost features (Def. 3) ≈ 1."""
+    f = np.asarray(features, np.float64)
+    if f.ndim != 3:
+        raise ValueError(f"features must be [C, H, W], got shape {f.shape}")
+    f = f.reshape(len(f), -1)
+    norm = np.linalg.norm(f, axis=1, keepdims=True)
+    f = f / np.where(norm > 0, norm, 1)
+    return f @ f.T
+
+
+def membrane_histogram(u, bins=50, range=None):
+    """Definition 5: MPD per (t, channel) of a layer's membranes u [T, N, C, ...] -> (counts [T, C, bins], edges).
+
+    All (t, c) share the ``bins + 1`` edges spanning ``range`` (default: min and max of u); values outside
+    ``range`` are dropped, the last bin is closed.
+    """
+    u = np.asarray(u, np.float64)
+    if u.ndim < 3:
+        raise ValueError(f"u must be [T, N, C, ...], got shape {u.shape}")
+    if int(bins) < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    lo, hi = (u.min(), u.max()) if range is None else map(float, range)
+    if not hi > lo:
+        hi = lo + 1.0
+    edges = np.linspace(lo, hi, int(bins) + 1)
+    T, C, bins = u.shape[0], u.shape[2], int(bins)
+    v = np.moveaxis(u, 2, 1).reshape(T * C, -1)                       # one row per (t, c)
+    idx = np.clip(np.floor((v - lo) / (hi - lo) * bins), 0, bins - 1).astype(np.int64)
+    rows = np.broadcast_to(np.arange(T * C)[:, None], v.shape)
+    ok = (v >= lo) & (v <= hi)
+    counts = np.bincount((rows * bins + idx)[ok], minlength=T * C * bins)
+    return counts.reshape(T, C, bins), edges
+
+
+def ptd(counts, edges, v_threshold):
+    """Definition 6: peak-to-threshold distance = mean centre of the three tallest bins − V_th.
+
+    ``counts`` [..., bins] (e.g. from :func:`membrane_histogram`), ``edges`` [bins + 1]; ties between
+    equally tall bins go to the lower potential. Returns an array of shape ``counts.shape[:-1]``.
+    """
+    counts, edges = np.asarray(counts), np.asarray(edges, np.float64)
+    if counts.shape[-1] < 3 or edges.shape != (counts.shape[-1] + 1,):
+        raise ValueError(f"counts needs >= 3 bins and edges one more entry, got {counts.shape}, {edges.shape}")
+    centres = (edges[:-1] + edges[1:]) / 2
+    top = np.argsort(-counts, axis=-1, kind="stable")[..., :3]
+    return centres[top].mean(-1) - v_threshold
+
+
+def quantization_error(u, s=None):
+    """QE = mean of (u − s)² over neurons, steps and samples (Table 4); ``u`` may be a Recording (all layers)."""
+    if isinstance(u, Recording):
+        pairs = [(v["u"], v["s"]) for v in u.neurons.values()]
+        if not pairs:
+            raise ValueError("u: the Recording holds no neuron layers (record with keep=True)")
+        return float(sum(((a - b) ** 2).sum() for a, b in pairs) / sum(a.size for a, _ in pairs))
+    u, s = np.asarray(u, np.float64), np.asarray(s, np.float64)
+    if u.shape != s.shape:
+        raise ValueError(f"u and s must have the same shape, got {u.shape} and {s.shape}")
+    return float(((u - s) ** 2).mean())
+
+
+def energy(model, data, e_mac=E_MAC, e_ac=E_AC, max_batches=None):
+    """Inference energy per sample, E = E_MAC·#MAC + E_AC·#AC (pJ), counted from layer shapes.
+
+    The first conv/linear layer (the encoder, fed real-valued frames) costs its dense MACs over T steps;
+    every later one costs #AC = dense MACs × T × the fraction of its inputs that are non-zero (spikes:
+    the firing rate); modules with a ``macs(x_shape)`` method (attention) add those MACs. BatchNorm is
+    folded into the preceding conv at inference; pooling, masking and neuron updates are not counted.
+    ``data`` may be a :class:`Recording` of ``model``. Returns {"mac", "ac", "energy_pj", "layers"}.
+    """
+    rec = data if isinstance(data, Recording) else record(model, data, max_batches, keep=False)
+    layers = {}
+    for name, op in rec.ops.items():
+        dense_mac = op["kind"] == "attention" or op["first"]
+        layers[name] = {**op, "mac": op["dense"] if dense_mac else 0.0,
+                        "ac": 0.0 if dense_mac else op["dense"] * op["rate"]}
+    mac, ac = sum(v["mac"] for v in layers.values()), sum(v["ac"] for v in layers.values())
+    return {"mac": mac, "ac": ac, "energy_pj": e_mac * mac + e_ac * ac, "layers": layers}
+
+
+def delta_energy(base, other, e_mac=E_MAC, e_ac=E_AC):
+    """Eq. 11: ΔE = E_MAC·ΔMAC − E_AC·ΔAC, ΔMAC = MACs added by ``other`` (e.g. attention), ΔAC = ACs it saves.
+
+    ``base``/``other`` are :func:`energy` results; ΔE < 0 means ``other`` is cheaper (= E_other − E_base).
+    """
+    d_mac, d_ac = other["mac"] - base["mac"], base["ac"] - other["ac"]
+    return {"delta_mac": d_mac, "delta_ac": d_ac, "delta_energy_pj": e_mac * d_mac - e_ac * d_ac}

@@ -1,0 +1,183 @@
+"""ASA-SNN (Yao et al. ICCV 2023, eq. 5-10): masks, attention maps, identity limit, gradients, STE, placement."""
+import numpy as np
+import pytest
+from conftest import check_grad
+from hypothesis import given, settings, strategies as st
+
+import minisnn as ms
+from minisnn import models, nn, neurons
+from minisnn.methods import asa
+from minisnn.methods.asa import ASA, asa_gate, asa_output, channel_masks, spatial_attention
+
+
+def _topk_sets(M, k, axis):
+    """Reference top-k by full sorting, one slice at a time (independent of asa.topk_mask)."""
+    out = np.zeros_like(M)
+    moved, res = np.moveaxis(M, axis, -1), np.moveaxis(out, axis, -1)
+    for idx in np.ndindex(moved.shape[:-1]):
+        res[idx][np.argsort(-moved[idx], kind="stable")[:k]] = 1
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(T=st.integers(1, 7), N=st.integers(1, 3), C=st.integers(1, 9), seed=st.integers(0, 10**6))
+def test_masks_are_the_per_sample_xor_of_two_topk_sets(T, N, C, seed):
+    M = np.random.default_rng(seed).normal(size=(T, N, C))
+    m1 = channel_masks(ms.Tensor(M)).data
+    mc, mt = _topk_sets(M, C // 2, 2), _topk_sets(M, T // 2, 0)
+    assert (mc.sum(2) == C // 2).all() and (mt.sum(0) == T // 2).all()          # k = ⌊C/2⌋, ⌊T/2⌋
+    np.testing.assert_array_equal(m1, np.where((mc + mt) / 2 == 0.5, 1, 0))     # the paper's g2 pseudo-code
+    m2 = 1 - m1
+    assert set(np.unique(m1)) <= {0.0, 1.0} and ((m1 + m2) == 1).all()
+    if N > 1:  # per sample: another sample's importance does not move sample 0's mask
+        M2 = M.copy()
+        M2[:, 1:] = np.random.default_rng(seed + 1).normal(size=M2[:, 1:].shape) * 100
+        np.testing.assert_array_equal(channel_masks(ms.Tensor(M2)).data[:, 0], m1[:, 0])
+
+
+def test_mask_hand_example():
+    # T = 2, one sample, C = 4: top-2 channels per step, top-1 step per channel
+    M = np.array([[[4.0, 3.0, 2.0, 1.0]], [[1.0, 5.0, 6.0, 0.0]]])
+    # mask_c: t0 -> {0, 1}, t1 -> {1, 2};  mask_t: c0 -> t0, c1 -> t1, c2 -> t1, c3 -> t0
+    expected = np.array([[[0, 1, 0, 1]], [[0, 0, 0, 0]]], float)
+    np.testing.assert_array_equal(channel_masks(ms.Tensor(M)).data, expected)
+
+
+def test_attention_maps_lie_in_open_unit_interval_and_shapes():
+    rng = np.random.default_rng(0)
+    z = ms.Tensor(rng.normal(size=(4, 3, 6, 5, 7)))
+    a = spatial_attention(z, ms.Tensor(rng.normal(size=(1, 2, 3, 3)) * 0.3)).data
+    assert a.shape == (3, 1, 5, 7) and (a > 0).all() and (a < 1).all()
+    m = ASA(4, 6, rng=rng)
+    with nn.recording():
+        y = m(z)
+    assert y.shape == z.shape and y.dtype == np.float64
+    assert m.extras["M1"].shape == (4, 3, 6) and ((m.extras["M"] > 0) & (m.extras["M"] < 1)).all()
+    assert m(ms.Tensor(z.data.astype(np.float32))).dtype == np.float32
+
+
+def test_spatial_attention_hand_value():
+    z = np.zeros((2, 1, 2, 1, 1))
+    z[0, 0, 0], z[1, 0, 1] = 3.0, 1.0                      # mean over T, C = 1.0, max = 3.0
+    w = np.zeros((1, 2, 3, 3))
+    w[0, 0, 1, 1], w[0, 1, 1, 1] = 0.5, -0.25              # centre taps only (1×1 map, padding 1)
+    a = spatial_attention(ms.Tensor(z), ms.Tensor(w)).data  # σ(0.5·1/0.5 − 0.25·3) = σ(0.25)
+    assert a.item() == pytest.approx(1 / (1 + np.exp(-0.25)))
+
+
+@pytest.mark.parametrize("mode", ["asa1", "asa2"])
+def test_identity_when_both_attention_maps_are_one(mode, monkeypatch):
+    ones = lambda z, w, frac=0.5: ms.Tensor(np.ones((z.shape[1], 1) + z.shape[3:], z.dtype))
+    monkeypatch.setattr(asa, "spatial_attention", ones)
+    x = np.random.default_rng(1).normal(size=(6, 2, 5, 4, 3)).astype(np.float32)
+    y = ASA(6, 5, mode)(ms.Tensor(x))
+    assert y.shape == x.shape and y.dtype == np.float32
+    np.testing.assert_array_equal(y.data, x)
+
+
+def test_gradients_with_masks_fixed():
+    rng = np.random.default_rng(2)
+    x, w1, w2 = rng.normal(size=(3, 2, 4, 3, 4)), rng.normal(size=(1, 2, 3, 3)), rng.normal(size=(1, 2, 3, 3))
+    m1 = channel_masks(ms.Tensor(rng.normal(size=(3, 2, 4)))).data
+    check_grad(lambda x, w1, w2: asa_output(x, ms.Tensor(m1), w1, w2), x, w1, w2, rtol=1e-5, atol=1e-7)
+    # the mask as a continuous input: the path the straight-through estimator feeds (x > 0: no max ties at 0)
+    check_grad(lambda m: asa_output(ms.Tensor(np.abs(x) + 0.1), m, ms.Tensor(w1), ms.Tensor(w2)), m1, atol=1e-7)
+    # the whole module (hard masks are locally constant, so finite differences see the same function)
+    m = ASA(3, 4, "asa1", ste=False, rng=rng)
+    check_grad(lambda x: m(x), x, atol=1e-7)
+
+
+def _soft_xor(M, T, C):
+    """NumPy soft XOR with θ, τ frozen at M (what the STE differentiates)."""
+    def soft(axis, k):
+        srt = -np.sort(-M, axis=axis)
+        theta = (np.take(srt, [k - 1], axis) + np.take(srt, [k], axis)) / 2
+        tau = M.std(axis=axis, keepdims=True) + 1e-6
+        return lambda m: 1 / (1 + np.exp(-(m - theta) / tau))
+    sc, st = soft(2, C // 2), soft(0, T // 2)
+    return lambda m: sc(m) + st(m) - 2 * sc(m) * st(m)
+
+
+def test_straight_through_gradient_is_the_soft_xor_gradient():
+    T, N, C = 4, 2, 6
+    M = np.random.default_rng(3).normal(size=(T, N, C))
+    w = np.random.default_rng(4).normal(size=(T, N, C))
+    t = ms.Tensor(M.copy(), requires_grad=True)
+    (channel_masks(t) * w).sum().backward()
+    f, eps = _soft_xor(M, T, C), 1e-6
+    num = np.zeros_like(M)
+    for i in np.ndindex(M.shape):
+        d = np.zeros_like(M)
+        d[i] = eps
+        num[i] = ((f(M + d) - f(M - d)) * w).sum() / (2 * eps)
+    np.testing.assert_allclose(t.grad, num, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("mode,reduction", [("asa1", 1), ("asa1", 2), ("asa2", 1)])
+def test_a_b_w_are_trained_only_with_the_straight_through_estimator(mode, reduction):
+    x = ms.Tensor(np.random.default_rng(5).normal(size=(4, 2, 6, 5, 5)))
+    for ste in (False, True):
+        m = ASA(4, 6, mode, reduction, ste=ste)
+        (m(x) ** 2).sum().backward()
+        learn = [m.a, m.b] + ([m.w1] + ([m.w2] if reduction > 1 else []) if mode == "asa1" else [])
+        for p in learn:
+            assert (p.grad is None) if not ste else (np.isfinite(p.grad).all() and np.abs(p.grad).sum() > 0)
+        assert np.abs(m.sa1.grad).sum() > 0 and np.abs(m.sa2.grad).sum() > 0
+
+
+def test_importance_eq8_and_parameter_counts():
+    x = np.random.default_rng(6).normal(size=(3, 2, 4, 5, 5))
+    m = ASA(3, 4, "asa2")
+    avg, mx = x.mean((3, 4)), x.max((3, 4))
+    np.testing.assert_allclose(m.importance(ms.Tensor(x)).data, 0.5 * (avg + mx) + 0.5 * avg + 0.5 * mx)
+    m1 = ASA(3, 4, "asa1")
+    np.testing.assert_allclose(m1.importance(ms.Tensor(x)).data,
+                               1 / (1 + np.exp(-np.einsum("st,tnc->snc", m1.w1.data, avg + mx))), rtol=1e-6)
+    n = lambda mod: sum(p.size for p in mod.parameters())
+    # Table 3 (T = 60, three layers): ASA-1 adds 10,914 parameters, ASA-2 adds 114
+    assert 3 * n(ASA(60, 64, "asa1")) == 10914 and 3 * n(ASA(60, 64, "asa2")) == 114
+    assert n(ASA(8, 4, "asa1", reduction=4)) == 2 * 8 * 2 + 2 + 36
+
+
+def test_macs_hand_count():
+    # two 3×3 convs 2→1 on 5×5 (2·18·25) + T×T per channel (3·16) + one gating multiply per element (4·3·25)
+    assert ASA(4, 3, "asa1").macs((4, 7, 3, 5, 5)) == 900 + 48 + 300
+    assert ASA(4, 3, "asa2").macs((4, 7, 3, 5, 5)) == 900 + 300
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="mode"):
+        ASA(4, 3, "asa3")
+    with pytest.raises(ValueError, match="x must be"):
+        ASA(4, 3)(ms.Tensor(np.zeros((4, 1, 5, 2, 2))))
+    with pytest.raises(ValueError, match="x must be"):
+        ASA(4, 3)(ms.Tensor(np.zeros((5, 1, 3, 2, 2))))
+    with pytest.raises(ValueError, match="T, channels"):
+        ASA(0, 3)
+
+
+def test_gate_placement_in_tasnn():
+    net = models.TASNN(10, 2, 34, width=0.125, gate=asa_gate(4))
+    kinds = [type(m).__name__ for m in net]
+    gates = [i for i, k in enumerate(kinds) if k == "ASA"]
+    assert len(gates) == 3                                                    # every conv block, not FC
+    for i in gates:
+        assert kinds[i - 1] == "AvgPool2d" and kinds[i + 1] == "LIF" and kinds[i - 3] == "Conv2d"
+    assert [net[i].channels for i in gates] == [8, 16, 16]
+    out = net(ms.Tensor(np.random.default_rng(0).random((4, 2, 2, 34, 34), dtype=np.float32)))
+    assert out.shape == (4, 2, 10)
+    assert isinstance(net[gates[0] + 1], neurons.LIF)
+
+
+def test_comparison_quick_report():
+    logs = []
+    rep = asa.run_comparison("digits", T=4, width=0.125, batch_size=16, quick=True, log=logs.append)["digits"]
+    for tag in ("vanilla", "asa1"):
+        r = rep[tag]
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["nasfr"] <= 1 and r["qe"] > 0 and r["energy_pj"] > 0
+    assert rep["asa1"]["params"] - rep["vanilla"]["params"] == 3 * (16 + 2 + 36)  # T×T + a, b + two 3×3 convs
+    assert rep["asa1"]["mac"] > rep["vanilla"]["mac"]                            # attention adds MACs
+    dE = 4.6 * (rep["asa1"]["mac"] - rep["vanilla"]["mac"]) - 0.9 * (rep["vanilla"]["ac"] - rep["asa1"]["ac"])
+    assert rep["delta_energy_pj"] == pytest.approx(dE)
+    assert rep["delta_energy_pj"] == pytest.approx(rep["asa1"]["energy_pj"] - rep["vanilla"]["energy_pj"])
+    assert any("NASFR" in line and "asa1" in line for line in logs)
