@@ -26,6 +26,7 @@ from .neurons import BaseNeuron
 
 MODES, INITS = ("sltrp", "slrp"), ("clrp", "logit", "onehot")
 PASS_THROUGH = (nn.BatchNorm2d, nn.Flatten, nn.Dropout, nn.Identity, nn.ReLU)
+RULED = PASS_THROUGH + (BaseNeuron, nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -172,13 +173,16 @@ def sltrp_gamma(h_prev, current, decay, gain, alpha=1.0, beta=0.0, clamp_input=F
     input. The (1 − c)·v_rest term acts like a bias and is ignored. ``clamp_input=True`` uses max(I, 0) as
     the reference code does (then I⁻ = 0 and the β part sends all of a negative membrane's share back).
     """
-    c, d = np.asarray(decay), np.asarray(gain)
+    dtype = np.result_type(h_prev, current)
+    c, d = np.asarray(decay, dtype), np.asarray(gain, dtype)
     if clamp_input:
         current = np.maximum(current, 0)
-    (vp, vn), (ip, i_n) = _split(h_prev), _split(current)
-    gp, _ = _safe_div(c * vp, c * vp + d * ip)
-    gn, _ = _safe_div(c * vn, c * vn + d * i_n)
-    return (alpha * gp + beta * gn).astype(np.result_type(h_prev, current))
+    gamma = np.zeros(np.broadcast_shapes(np.shape(h_prev), np.shape(current)), dtype)
+    for coef, part in ((alpha, np.maximum), (beta, np.minimum)):
+        if coef != 0:  # α·cV±/(cV± + dI±)
+            cv, di = c * part(h_prev, 0), d * part(current, 0)
+            gamma += coef * _safe_div(cv, cv + di)[0]
+    return gamma
 
 
 def sltrp_recursion(R_out, gamma):
@@ -223,14 +227,14 @@ def _rule(layer, x, extras, R, mode, alpha, beta, clamp_input):
     and relevance has no T axis.
     """
     slrp = mode == "slrp"
+    shape = x.shape[1:] if slrp else x.shape
+    if isinstance(layer, PASS_THROUGH) or getattr(layer, "relevance_rule", None) == "identity":
+        return R.reshape(shape), np.zeros_like(R), None
     if isinstance(layer, BaseNeuron):
         if slrp:  # §3.3: R^(l-1) = R^(l), a consequence of eq. 14
             return R, np.zeros_like(R), None
         R_in, R_init = _sltrp_layer(x, extras, R, alpha, beta, clamp_input)
         return R_in, np.zeros_like(R), R_init
-    shape = x.shape[1:] if slrp else x.shape
-    if isinstance(layer, PASS_THROUGH) or getattr(layer, "relevance_rule", None) == "identity":
-        return R.reshape(shape), np.zeros_like(R), None
     xp, xn = _split(x)
     if slrp:
         xp, xn = xp.mean(0), xn.mean(0)
@@ -243,13 +247,18 @@ def _rule(layer, x, extras, R, mode, alpha, beta, clamp_input):
         pos, neg = make(wp), make(wn)
     elif isinstance(layer, nn.AvgPool2d):
         pos, neg = _image_op(lambda v: F.avg_pool2d(v, layer.kernel_size, layer.stride)), None
-    elif isinstance(layer, nn.AdaptiveAvgPool2d):
+    else:  # AdaptiveAvgPool2d (checked by _check_rules)
         pos, neg = _image_op(lambda v: F.adaptive_avg_pool2d(v, layer.output_size)), None
-    else:
-        raise TypeError(f"no relevance rule for layer {type(layer).__name__}; multiplicative gates can set the "
-                        "class attribute relevance_rule = 'identity'")
     R_in, lost = _ab_rule(xp, xn, R, pos, neg, alpha, beta)
     return R_in, lost, None
+
+
+def _check_rules(layers):
+    for name, m in layers:
+        if not isinstance(m, RULED) and getattr(m, "relevance_rule", None) != "identity":
+            raise TypeError(f"no relevance rule for layer {name!r} ({type(m).__name__}); supported: "
+                            f"{', '.join(c.__name__ for c in RULED)}; multiplicative gates can set the class "
+                            "attribute relevance_rule = 'identity'")
 
 
 # ----------------------------------------------------------------------------- explain
@@ -268,6 +277,7 @@ def layers_of(model):
 def _forward(model, x):
     """Eval-mode forward layer by layer -> (layers, per-layer inputs, per-layer neuron extras, output)."""
     layers = layers_of(model)
+    _check_rules(layers)
     x = x.data if isinstance(x, Tensor) else np.asarray(x)
     if x.ndim < 3 or not np.issubdtype(x.dtype, np.floating) or not np.all(np.isfinite(x)):
         raise ValueError(f"x must be finite float frames [T, N, ...], got {x.dtype} array of shape {x.shape}")
@@ -474,3 +484,141 @@ def resize(maps, size):
         return maps
     Mh, Mw = (_interp_matrix(n, k, maps.dtype) for n, k in zip(maps.shape[-2:], (H, W)))
     return Mh @ maps @ Mw.T
+
+
+# ----------------------------------------------------------------------------- baselines: Grad-CAM(++), SAM
+
+
+def _activation_and_grad(model, x, layer, target):
+    """(A = ``layer``'s output [T, N, C, h, w], ∂y_c/∂A, targets) with y_c the time-mean logit of the target.
+
+    The forward runs layer by layer; A becomes a leaf Tensor so the autograd stops there. Parameter
+    gradients are restored afterwards, so this can be called in the middle of training.
+    """
+    layers = layers_of(model)
+    i = _layer_index(layers, layer)
+    params, was_training = model.parameters(), model.training
+    saved = [p.grad for p in params]
+    model.eval()
+    try:
+        with no_grad():
+            h = Tensor(np.asarray(x.data if isinstance(x, Tensor) else x))
+            for _, m in layers[:i + 1]:
+                h = m(h)
+        A = Tensor(h.data, requires_grad=True)
+        with _grad_enabled():
+            h = A
+            for _, m in layers[i + 1:]:
+                h = m(h)
+            t = _targets(h.data, target)
+            onehot = np.zeros(h.shape[1:], h.dtype)
+            onehot[np.arange(len(t)), t] = 1
+            (F.mean(h, 0) * Tensor(onehot)).sum().backward()
+    finally:
+        model.train(was_training)
+        for p, g in zip(params, saved):
+            p.grad = g
+    if A.ndim != 5:
+        raise ValueError(f"layer: output shape {A.shape}; Grad-CAM needs [T, N, C, H, W]")
+    return A.data, A.grad, t
+
+
+def grad_cam(model, x, layer=None, target=None):
+    """Grad-CAM (Selvaraju et al. 2017) per time step: w_c[t] = mean_hw ∂y_c/∂A[t, c], map = ReLU(Σ_c w_c A_c).
+
+    y_c = the target's time-mean logit; A = ``layer``'s output. Returns [T, N, h, w].
+    """
+    A, g, _ = _activation_and_grad(model, x, layer, target)
+    return np.maximum((g.mean((-2, -1), keepdims=True) * A).sum(-3), 0)
+
+
+def grad_cam_pp(model, x, layer=None, target=None):
+    """Grad-CAM++ (Chattopadhay et al. 2018) per time step, with the usual exp-score closed form:
+
+    a_ij = g²_ij / (2 g²_ij + Σ_ab A_ab · g³_ij)  (0 where g = 0),  w_c = Σ_ij a_ij·ReLU(g_ij),
+    map = ReLU(Σ_c w_c A_c). Returns [T, N, h, w].
+    """
+    A, g, _ = _activation_and_grad(model, x, layer, target)
+    g2 = g * g
+    a, _ = _safe_div(g2, 2 * g2 + A.sum((-2, -1), keepdims=True) * g2 * g)
+    w = (a * np.maximum(g, 0)).sum((-2, -1), keepdims=True)
+    return np.maximum((w * A).sum(-3), 0)
+
+
+def sam(model, x, layer=None, variant="reference", gamma=0.2):
+    """Spike Activation Map (Kim & Panda 2021) from ``layer``'s output spikes A [T, N, C, h, w]:
+
+    ``"reference"`` (EventRPG's code): SAM[t'] = Σ_c Σ_{t<t'} A[t, c]·exp(−γ(t' − t));
+    ``"original"`` (the SAM paper): the same trace multiplied by the current spikes A[t', c] before Σ_c.
+    Returns [T, N, h, w] (SAM[1] = 0: no earlier spikes).
+    """
+    if variant not in ("reference", "original"):
+        raise ValueError(f"variant must be 'reference' or 'original', got {variant!r}")
+    layers, xs, _, _ = _forward(model, x)
+    A = xs[_layer_index(layers, layer) + 1]
+    trace, out = np.zeros_like(A[0]), []
+    for t in range(len(A)):
+        out.append((trace if variant == "reference" else trace * A[t]).sum(-3))
+        trace = np.exp(-gamma) * (trace + A[t])
+    return np.stack(out)
+
+
+# ----------------------------------------------------------------------------- faithfulness (§5.1.1)
+
+
+LAYOUTS = ("TNPHW", "TNHW", "NPHW", "NHW")
+
+
+def mask_like(maps, x_shape, layout=None, normalized=False):
+    """A map as a mask broadcastable to the input [T, N, P, H, W]: resized (bilinear) to H × W, normalised per
+    sample unless ``normalized``, with singleton T / P axes where the map has none.
+
+    ``layout`` names the map's axes (one of LAYOUTS); if None it is inferred from the shape, and a
+    4-D map that fits both [T, N, h, w] and [N, P, h, w] raises ValueError asking for it.
+    """
+    T, N, P, H, W = x_shape
+    maps = np.asarray(maps)
+    lead = {"TNPHW": (T, N, P), "TNHW": (T, N), "NPHW": (N, P), "NHW": (N,)}
+    if layout is None:
+        fits = [k for k, v in lead.items() if len(k) == maps.ndim and maps.shape[:len(v)] == v]
+        if len(fits) != 1:
+            raise ValueError(f"maps of shape {maps.shape} fit layouts {fits} for input {x_shape}; pass layout=")
+        layout = fits[0]
+    if layout not in LAYOUTS or maps.ndim != len(layout) or maps.shape[:len(lead[layout])] != lead[layout]:
+        raise ValueError(f"maps of shape {maps.shape} do not match layout {layout!r} for input {x_shape}")
+    m = resize(maps, (H, W))
+    m = m if normalized else normalize(m, sample_axis=layout.index("N"))
+    if "T" not in layout:
+        m = m[None]
+    return m if "P" in layout else m[:, :, None]
+
+
+def _probabilities(model, x):
+    with no_grad():
+        was_training = model.training
+        model.eval()
+        try:
+            out = model(Tensor(x)).data
+        finally:
+            model.train(was_training)
+    z = out.mean(0)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def average_drop_increase(model, x, maps, target=None, layout=None, normalized=False):
+    """Average Drop and Average Increase in % (Chattopadhay et al. 2018; EventRPG §5.1.1, spec §6).
+
+    Y_c = softmax probability of class c (time-mean logits) on x; O_c on x·M with M the normalised map
+    (see :func:`mask_like`); c = ``target`` or the prediction on x.
+    A.D. = 100/N Σ max(0, Y_c − O_c)/Y_c  (lower is better);  A.I. = 100/N Σ 1[Y_c < O_c]  (higher is better).
+    """
+    x = np.asarray(x.data if isinstance(x, Tensor) else x)
+    if x.ndim != 5:
+        raise ValueError(f"x must be frames [T, N, P, H, W], got shape {x.shape}")
+    Y = _probabilities(model, x)
+    c = _targets(Y[None], target)
+    O = _probabilities(model, (x * mask_like(maps, x.shape, layout, normalized)).astype(x.dtype))
+    n = np.arange(len(c))
+    y, o = Y[n, c], O[n, c]
+    return float(100 * np.mean(np.maximum(y - o, 0) / y)), float(100 * np.mean(y < o))
