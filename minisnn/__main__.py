@@ -32,6 +32,35 @@ def demo(args):
     return res
 
 
+METHODS = {"eventrpg": "run_comparison", "asa": "run_comparison", "staa": "run_comparison",
+           "hsd": "run_pipeline", "razor": "run_comparison"}
+
+
+def method(args):
+    """Run one paper's comparison (the method beside its baseline) and print its report."""
+    import importlib
+    import json
+    fn = getattr(importlib.import_module(f"minisnn.methods.{args.cmd}"), METHODS[args.cmd])
+    kw = {k: v for k, v in (("dataset", args.dataset), ("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+    report = fn(quick=args.quick, **kw)
+    print(json.dumps(_jsonable(report), indent=1))
+    return report
+
+
+def _jsonable(obj):
+    """The scalars, strings and small lists of a nested report (histories and arrays dropped)."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items() if k != "history" and _jsonable(v) is not None}
+    if isinstance(obj, (list, tuple)):
+        items = [_jsonable(v) for v in obj]
+        return items if len(items) <= 16 and all(i is not None for i in items) else None
+    if isinstance(obj, (str, bool, int, float)) or obj is None:
+        return obj
+    if isinstance(obj, np.generic) or (isinstance(obj, np.ndarray) and obj.size <= 16):
+        return obj.tolist()
+    return None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m minisnn", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -46,6 +75,13 @@ def main(argv=None):
     b = sub.add_parser("bench", help="time the core kernels, a ConvSNN training step and the data pipeline")
     b.add_argument("--repeats", type=int, default=7)
     b.set_defaults(fn=lambda a: __import__("minisnn.bench", fromlist=["run"]).run(a.repeats))
+    for name in METHODS:
+        m = sub.add_parser(name, help=f"train the {name} method beside its baseline and report both")
+        m.add_argument("--dataset", default=None, help="digits | motion | fashion (default: the method's own)")
+        m.add_argument("--epochs", type=int, default=None)
+        m.add_argument("--seed", type=int, default=None)
+        m.add_argument("--quick", action="store_true", help="a few batches only (smoke run)")
+        m.set_defaults(fn=method)
     args = p.parse_args(argv)
     args.fn(args)
     return 0
