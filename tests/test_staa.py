@@ -1,0 +1,226 @@
+"""STAA-SNN (methods/staa.py): reductions to the (adaptive) LIF, TSRD, gradients, GC parameter count."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import minisnn as ms
+from minisnn import functional as F
+from minisnn import models, neurons, nn, train
+from minisnn.methods import staa
+
+RECT = neurons.Rectangle(1.0)
+
+
+def _x(T=5, N=3, C=8, H=4, W=4, dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).normal(0.8, 1.2, (T, N, C, H, W)).astype(dtype)
+
+
+def _force_identity(m):
+    """GC contributions zeroed (value conv = 0) and SA gates forced to 1 (σ(40) == 1.0 in float32/64)."""
+    for gc in (m.gc1, m.gc2):
+        gc.value.weight.data[...] = 0
+        gc.value.bias.data[...] = 0
+    m.sa.conv2.weight.data[...] = 0
+    m.sa.conv2.bias.data[...] = 40.0
+
+
+def _randomise(m, seed=1, scale=0.5):
+    rng = np.random.default_rng(seed)
+    for _, p in m.named_parameters():
+        p.data = (p.data + scale * rng.normal(size=p.shape)).astype(p.dtype)
+
+
+def _run_recorded(layer, x):
+    with nn.recording() as rec:
+        s = layer(ms.Tensor(x))
+    ex = [r[3] for r in rec if r[0] is layer][0]
+    return s.data, ex["u"], ex["h"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reduces_to_the_library_lif_exactly(dtype):
+    """Pos = 0, GC output 0, SA gates 1, M = 1 − 1/τ, N = 1/τ  ->  neurons.LIF(τ = 2), fused: bit-identical."""
+    x = _x(dtype=dtype)
+    m = staa.STAALIF(8, 5, tsrd=0.0, rng=np.random.default_rng(0))
+    _force_identity(m)
+    m.gc1.key.weight.data[...] = 3.0        # the key/query branches may be anything: only the value adds
+    lif = neurons.LIF(tau=2.0, surrogate=RECT)
+    s1, u1, h1 = _run_recorded(m, x)
+    s2, u2, h2 = _run_recorded(lif, x)
+    assert 0.1 < s2.mean() < 0.6            # the input makes the neurons fire and reset
+    assert np.array_equal(s1, s2) and np.array_equal(u1, u2) and np.array_equal(h1, h2)
+    m.sa.conv2.bias.data[...] = 0.0         # a gate of 0.5 changes the dynamics: the comparison can fail
+    assert not np.array_equal(m(ms.Tensor(x)).data, s2)
+
+
+def test_default_init_is_close_to_lif_and_flags_off_is_lif():
+    x = _x(seed=3)
+    lif = neurons.LIF(tau=2.0, surrogate=RECT)(ms.Tensor(x)).data
+    off = staa.STAALIF(8, 5, tsrd=0.0, gc=False, pe=False, sa=False)
+    assert np.array_equal(off(ms.Tensor(x)).data, lif)
+    assert {n for n, _ in off.named_parameters()} == {"M", "N", "pos"}
+    m = staa.STAALIF(8, 5, tsrd=0.0)        # GC value zero-initialised, Pos = 0, gates σ(4 + ...) near 1
+    assert np.all(m.pos.data == 0) and np.all(m.gc1.value.weight.data == 0)
+    assert 0.9 < (m(ms.Tensor(x)).data == lif).mean() < 1.0
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), T=st.integers(1, 6))
+def test_reduces_to_the_adaptive_lif(seed, T):
+    """Same reductions with learnt per-channel M, N: V = M ⊙ H + N ⊙ I (eq. 6) == LIF(decay=M, gain=N)."""
+    rng = np.random.default_rng(seed)
+    x = _x(T=T, seed=seed)
+    m = staa.STAALIF(8, T, tsrd=0.5, rng=rng)
+    _force_identity(m)
+    m.M.data = rng.uniform(0.1, 1.0, (8, 1, 1)).astype(np.float32)
+    m.N.data = rng.uniform(0.2, 1.5, (8, 1, 1)).astype(np.float32)
+    m.eval()
+    ref = neurons.LIF(decay=m.M.data, gain=m.N.data, surrogate=RECT)
+    for a, b in zip(_run_recorded(m, x), _run_recorded(ref, x)):
+        assert np.array_equal(a, b)
+
+
+def test_tsrd_beta_one_is_the_plain_addition_neuron():
+    """β = 1: step 1 uses the aggregator, every later step V = H[t−1] + I[t] (no Pos, no GC, no SA)."""
+    x = _x(T=6, seed=5)
+    m = staa.STAALIF(8, 6, tsrd=1.0, rng=np.random.default_rng(2))
+    _randomise(m)
+    s, u, h = _run_recorded(m, x)
+    assert m.last_dropped.tolist() == [False] + [True] * 5
+    plain = neurons.IF(v_threshold=1.0, v_reset=0.0, surrogate=RECT, v0=h[0])
+    s2, u2, _ = _run_recorded(plain, x[1:])
+    assert np.array_equal(s[1:], s2) and np.array_equal(u[1:], u2)
+    m.eval()
+    s_eval, u_eval, _ = _run_recorded(m, x)
+    assert not m.last_dropped.any() and not np.allclose(u_eval[1:], u2)
+
+
+def test_tsrd_beta_zero_and_eval_never_drop():
+    x = _x(T=8, seed=6)
+    m0 = staa.STAALIF(8, 8, tsrd=0.0)
+    _randomise(m0)
+    outs = [m0(ms.Tensor(x)).data for _ in range(5)]
+    assert not m0.last_dropped.any()
+    m0.eval()
+    assert all(np.array_equal(o, m0(ms.Tensor(x)).data) for o in outs)
+    m1 = staa.STAALIF(8, 8, tsrd=1.0).eval()
+    for _ in range(5):
+        m1(ms.Tensor(x))
+        assert not m1.last_dropped.any()
+
+
+def test_tsrd_same_seed_same_drops_and_rate():
+    def pattern(seed):
+        m = staa.STAALIF(4, 8, tsrd=0.3, rng=np.random.default_rng(seed), gc=False, sa=False)
+        out = []
+        for _ in range(6):
+            m(ms.Tensor(_x(T=8, C=4, H=2, W=2)))
+            out.append(m.last_dropped.copy())
+        return np.array(out)
+    assert np.array_equal(pattern(7), pattern(7)) and not np.array_equal(pattern(7), pattern(8))
+    rng = np.random.default_rng(0)
+    draws = np.array([staa.tsrd_mask(8, 0.3, rng, True) for _ in range(3000)])
+    assert not draws[:, 0].any() and abs(draws[:, 1:].mean() - 0.3) < 0.015
+    assert not staa.tsrd_mask(8, 0.3, rng, False).any() and not staa.tsrd_mask(8, 0.0, rng, True).any()
+
+
+@pytest.mark.parametrize("pooling", ["softmax", "sigmoid"])
+def test_gradients_reach_every_parameter(monkeypatch, pooling):
+    """Float64 finite differences of Σ w·S through 3 steps (reset included) for Pos, GC, SA, M, N and I.
+
+    Θ is replaced by its smooth primitive σ(αx), so the surrogate gradient Sigmoid(α) is the exact gradient.
+    """
+    monkeypatch.setattr(staa.F, "spike", lambda x, sg: F.sigmoid(x * sg.param))
+    m = staa.STAALIF(6, 3, tsrd=0.0, surrogate=neurons.Sigmoid(4.0), reduction=2, sa_reduction=2, pooling=pooling,
+                     rng=np.random.default_rng(0))
+    _randomise(m, seed=3, scale=0.3)
+    m.sa.conv1.bias.data += 1.0             # keep SA's ReLU units active and its sigmoid away from saturation
+    m.sa.conv2.bias.data -= 3.5
+    params = dict(m.named_parameters())
+    for p in params.values():
+        p.data = p.data.astype(np.float64)
+    x = _x(T=3, N=1, C=6, H=2, W=3, dtype=np.float64, seed=4)
+    w = np.random.default_rng(1).normal(size=x.shape)
+    xt = ms.Tensor(x, requires_grad=True)
+    (m(xt) * w).sum().backward()
+
+    def f():
+        return float((m(ms.Tensor(x)).data * w).sum())
+    for name, p in list(params.items()) + [("input", xt)]:
+        arr = x if name == "input" else p.data
+        num = np.zeros_like(arr)
+        for i in np.ndindex(arr.shape):
+            old = arr[i]
+            arr[i] = old + 1e-6
+            fp = f()
+            arr[i] = old - 1e-6
+            num[i] = (fp - f()) / 2e-6
+            arr[i] = old
+        if not (pooling == "softmax" and name.endswith("key.bias")):    # softmax ignores a shift of its logits
+            assert np.abs(p.grad).max() > 1e-6, f"{name} received no gradient"
+        np.testing.assert_allclose(p.grad, num, rtol=1e-5, atol=1e-8, err_msg=name)
+    assert {n.split(".")[0] for n in params} == {"gc1", "gc2", "sa", "M", "N", "pos"}
+
+
+@pytest.mark.parametrize("C,r", [(16, 4), (64, 4), (32, 8), (12, 1)])
+def test_gc_parameter_count(C, r):
+    """§4.3: the two compressing 1×1 convs hold 2·C·C/r weights; plus key conv (C + 1), LN (2·C/r), biases."""
+    gc = staa.GCBlock(C, reduction=r)
+    hand = 2 * C * C // r + (C + 1) + 2 * (C // r) + (C // r + C)
+    assert sum(p.size for p in gc.parameters()) == hand
+    assert gc.query.weight.size + gc.value.weight.size == 2 * C * C / r
+
+
+def test_gc_and_sa_blocks():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 8, 5, 5)).astype(np.float32)
+    gc = staa.GCBlock(8, pooling="softmax")
+    _randomise(gc)
+    z = gc(ms.Tensor(x)).data                        # eq. 10: X plus one context vector per sample and step
+    d = z - x
+    assert np.allclose(d, d[..., :1, :1], atol=1e-6) and np.abs(d).max() > 1e-3
+    flat = np.repeat(rng.normal(size=(3, 8, 1)), 25, axis=2)          # constant over the 25 positions
+    logits = rng.normal(size=(3, 1, 25))
+    ctx = staa.gc_context(ms.Tensor(flat), ms.Tensor(logits), "softmax").data  # softmax weights sum to 1
+    np.testing.assert_allclose(ctx, flat[:, :, :1], rtol=1e-12)
+    ctx = staa.gc_context(ms.Tensor(flat), ms.Tensor(logits), "sigmoid").data  # eq. 7 literally: Σ σ(k)·x
+    np.testing.assert_allclose(ctx, flat[:, :, :1] * (1 / (1 + np.exp(-logits))).sum(-1, keepdims=True), rtol=1e-12)
+    sa = staa.StepAttention(8, reduction=4, alpha=2.0)
+    g = sa.gate(ms.Tensor(x[0])).data
+    assert g.shape == (3, 8, 1, 1) and np.all((g > 0) & (g < 1))
+    np.testing.assert_allclose(sa(ms.Tensor(x[0])).data, x[0] * g, rtol=1e-6)
+
+
+def test_bad_input_is_rejected():
+    m = staa.STAALIF(8, 5)
+    with pytest.raises(ValueError, match="x must be"):
+        m(ms.Tensor(_x(T=4)))
+    with pytest.raises(ValueError, match="x must be"):
+        m(ms.Tensor(_x(C=6)))
+    with pytest.raises(ValueError, match="pooling"):
+        staa.GCBlock(8, pooling="max")
+    with pytest.raises(ValueError, match="tsrd"):
+        staa.STAALIF(8, 5, tsrd=1.5)
+    with pytest.raises(ValueError, match="dataset"):
+        staa.run_comparison("cifar")
+
+
+def test_factory_in_models_and_flat_input():
+    T = 2
+    model = models.ConvSNN(10, 2, 16, 4, staa.staa_neuron(T))
+    layers = [m for m in model.modules() if isinstance(m, staa.STAALIF)]
+    assert [m.channels for m in layers] == [4, 8]
+    x = np.random.default_rng(0).random((T, 3, 2, 16, 16)).astype(np.float32) * 3
+    out = model(ms.Tensor(x))
+    assert out.shape == (T, 3, 10)
+    F.sum(out * out).backward()
+    for m in layers:
+        for name in ("M", "N", "pos"):
+            assert np.abs(getattr(m, name).grad).max() > 0, name
+    model.eval()
+    model(ms.Tensor(x))
+    assert 0 <= train.spike_rate(model) <= 1 and all(m.spike_rate is not None for m in layers)
+    flat = staa.STAALIF(6, 3, tsrd=0.0)             # [T, N, F] (an FC layer) runs as [T, N, F, 1, 1]
+    _force_identity(flat)
+    v = _x(T=3, N=4, C=6, H=1, W=1)[..., 0, 0]
+    assert np.array_equal(flat(ms.Tensor(v)).data, neurons.LIF(tau=2.0, surrogate=RECT)(ms.Tensor(v)).data)
