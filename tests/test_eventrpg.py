@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from data_tools.events import EVENT_DTYPE, make_events, validate
 from data_tools.frames import frame_index, to_frames
-from minisnn import models
+from minisnn import models, nn
 from minisnn.methods import eventrpg as E
 
 SENSOR = (34, 34, 2)
@@ -85,14 +85,6 @@ def test_rpg_drop_keeps_the_stream_when_everything_would_go_and_checks_inputs():
         E.rpg_drop(ev, np.ones((3, 34, 34)), SENSOR, 0.5, rng)
 
 
-def test_resize_and_normalize_maps():
-    m = np.random.default_rng(5).random((3, 2, 8, 8))
-    np.testing.assert_array_equal(E.resize_map(m, (8, 8)), m)
-    np.testing.assert_allclose(E.resize_map(np.full((4, 5), 0.3), (13, 7)), 0.3)
-    n = E.normalize_map(np.stack([m[0], np.full((2, 8, 8), 2.0)]))
-    assert n[0].min() == 0 and n[0].max() == 1 and np.all(n[1] == 0)      # constant map -> 0 (0/0 := 0)
-
-
 # ---------------------------------------------------------------- RPGMix (§4.3, eq. 15)
 def test_sigma_eq15_on_hand_made_boxes():
     rng = np.random.default_rng(6)
@@ -168,13 +160,25 @@ def test_rpg_mix_empty_result_returns_stream1():
 
 
 def test_cam_box():
-    assert E.cam_box(box_map(3, 5, 20, 9), SENSOR) == (3, 5, 20, 9)
+    for ratio in (0.0, 1.0):                                  # a 0/1 map gives its box for either threshold
+        assert E.cam_box(box_map(3, 5, 20, 9), SENSOR, ratio) == (3, 5, 20, 9)
+        assert E.cam_box(np.stack([box_map(3, 5, 20, 9)] * 3), SENSOR, ratio) == (3, 5, 20, 9)   # mean over T
+        assert E.cam_box(box_map(0, 0, 25, 30), SENSOR, ratio) == (0, 0, 25, 30)   # threshold capped at the max
     assert E.cam_box(np.full((4, 34, 34), np.nan), SENSOR) == (0, 0, 33, 33)
-    assert E.cam_box(np.stack([box_map(3, 5, 20, 9)] * 3), SENSOR) == (3, 5, 20, 9)   # mean over T
-    # from 8x8: bilinear value at x is 1 - (src - 3) with src = (x + 0.5)·8/34 - 0.5; ≥ mean (≈ 0.25) up to x = 17
-    assert E.cam_box(box_map(0, 0, 3, 3, (8, 8)), SENSOR) == (0, 0, 17, 17)
+    # from 8x8: bilinear value at x is 1 - (src - 3), src = (x + 0.5)·8/34 - 0.5; ≥ mean (≈ 0.25) up to x = 17
+    assert E.cam_box(box_map(0, 0, 3, 3, (8, 8)), SENSOR, std_ratio=0) == (0, 0, 17, 17)
+    assert E.cam_box(box_map(0, 0, 3, 3, (8, 8)), SENSOR) == (0, 0, 15, 15)       # mean + std ≈ 0.66: x ≤ 15
     with pytest.raises(ValueError, match="cam"):
         E.cam_box(np.ones(5), SENSOR)
+
+
+def test_cam_box_threshold_on_a_signed_clrp_like_map():
+    """Background 0, a small positive blob, a larger negative one: after min-max the background sits
+    above the mean, so the spec's mean threshold takes the whole frame; mean + std finds the blob."""
+    c = np.zeros((34, 34))
+    c[10:12, 10:12], c[20:24, 4:8] = 1.0, -1.0
+    assert E.cam_box(c, SENSOR, std_ratio=0) == (0, 0, 33, 33)
+    assert E.cam_box(c, SENSOR) == (10, 10, 11, 11)
 
 
 # ---------------------------------------------------------------- the policy (§4.4, Fig. 3)
@@ -231,6 +235,32 @@ def test_policy_rpg_drop_hits_the_whole_batch_where_salient():
     for n in range(3):                                    # θ ≥ 0.5: at least ~half the left events go
         assert frames[:, n, ..., :17].sum() < 0.6 * orig[:, n, ..., :17].sum()
         assert frames[:, n, ..., 17:].sum() == orig[:, n, ..., 17:].sum()
+
+
+@pytest.mark.parametrize("mode", ["slrp", "sltrp"])
+def test_policy_with_relevance_maps(mode):
+    """The default maps come from minisnn.relevance (saliency for RPGDrop, CAM before the classifier)."""
+    events, labels = batch(4)
+    model = tiny_model()
+    for m in model.modules():      # an untrained net barely spikes (zero relevance): raise BN gains
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data *= 6
+    pol = E.EventRPG(model, SENSOR, 4, mix_prob=1.0, mode=mode)
+    x = pol.frames(events)
+    sal, cam = pol.saliency_fn(x, labels), pol.cam_fn(x, labels)
+    assert sal.shape == ((4, 2, 34, 34) if mode == "slrp" else (4, 2, 4, 34, 34))
+    assert cam.shape[0] == 4 and cam.shape[-2:] == (8, 8)
+    assert np.all(np.abs(sal).reshape(4, -1).sum(1) > 0)
+    seed = next(s for s in range(200) if E.EventRPG.OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
+    model.train()
+    pol.mix_prob = 0.0
+    frames, _ = pol(events, labels, np.random.default_rng(seed))
+    assert model.training and pol.last_op == "rpg_drop"               # maps are computed in eval mode
+    assert frames.shape == (4, 4, 2, 34, 34) and frames.sum() < 0.9 * x.sum()
+    pol.mix_prob = 1.0
+    frames, soft = pol(events, labels, np.random.default_rng(seed))
+    assert np.all((pol.last_sigma >= 0) & (pol.last_sigma <= 1))
+    np.testing.assert_allclose(soft.sum(1), 1, atol=1e-6)
 
 
 def test_loader_yields_soft_label_batches_and_trains():

@@ -11,43 +11,13 @@ Everything acts on raw events at sensor resolution: events in, valid events out 
 by ``t``, inside the sensor).  Every function takes plain map arrays; only :class:`EventRPG` calls
 :mod:`minisnn.relevance` (SLRP / SLTRP saliency and CAMs) unless you give it your own map functions.
 """
-import contextlib
-
 import numpy as np
 
 from data_tools import augment
 from data_tools.events import check_sensor_size, validate
 from data_tools.frames import frame_index, to_frames
 
-
-def normalize_map(maps):
-    """Per-sample min-max to [0, 1] over all axes but the first (0/0 := 0), as the reference code does."""
-    m = np.asarray(maps, np.float64)
-    flat = m.reshape(len(m), -1)
-    lo, span = flat.min(1, keepdims=True), np.ptp(flat, axis=1, keepdims=True)
-    return (np.divide(flat - lo, span, out=np.zeros_like(flat), where=span > 0)).reshape(m.shape)
-
-
-def _interp_matrix(n_out, n_in):
-    """[n_out, n_in] bilinear weights with half-pixel centres (torch's align_corners=False)."""
-    src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-    i0 = np.floor(src).astype(np.intp)
-    frac, rows = src - i0, np.arange(n_out)
-    a = np.zeros((n_out, n_in))
-    np.add.at(a, (rows, i0), 1 - frac)
-    np.add.at(a, (rows, np.minimum(i0 + 1, n_in - 1)), frac)
-    return a
-
-
-def resize_map(m, size):
-    """Bilinear resize of the last two axes to ``size = (H, W)``; exact identity when sizes match.
-
-    Used to bring a map the model computed on a resized input back to sensor resolution (§7 of the spec).
-    """
-    m = np.asarray(m, np.float64)
-    if m.shape[-2:] == tuple(size):
-        return m
-    return _interp_matrix(size[0], m.shape[-2]) @ m @ _interp_matrix(size[1], m.shape[-1]).T
+from .. import relevance
 
 
 def _check_theta(theta):
@@ -65,8 +35,8 @@ def _drop_map(saliency, sensor_size):
     if s.shape[0] not in (1, p):
         raise ValueError(f"saliency has {s.shape[0]} polarity channels, sensor has {p}")
     if s.size == 0 or not np.all(np.isfinite(s)) or s.min() < 0 or s.max() > 1:
-        raise ValueError("saliency must be finite and lie in [0, 1]; normalise it per sample (normalize_map)")
-    return resize_map(s, (h, w))
+        raise ValueError("saliency must be finite and lie in [0, 1]; normalise it (relevance.normalize)")
+    return relevance.resize(s, (h, w))
 
 
 def rpg_drop(events, saliency, sensor_size, theta, rng, split_by="number"):
@@ -90,12 +60,15 @@ def rpg_drop(events, saliency, sensor_size, theta, rng, split_by="number"):
     return events[keep] if keep.any() else events.copy()
 
 
-def cam_box(cam, sensor_size):
+def cam_box(cam, sensor_size, std_ratio=1.0):
     """Relevant box of one stream (§4.3): the CAM averaged over its leading axes (time, channels),
-    normalised to [0, 1], resized to the sensor; box = bounding box of the pixels ≥ the map's mean.
+    normalised to [0, 1], resized to the sensor; box = bounding box of the pixels ≥ mean + std_ratio·std
+    (capped at the maximum).  Returns inclusive pixel bounds (x0, y0, x1, y1); NaN in the map -> whole frame.
 
-    Returns inclusive pixel bounds (x0, y0, x1, y1); a map with NaN gives the whole frame.
-    (The reference code thresholds at mean + 1·std by default; the spec follows the paper's text: mean.)
+    The paper gives no threshold; spec §8 says "≥ the mean" (``std_ratio=0``).  We default to the reference
+    code's mean + 1·std (``coord_std_ratio=1``): with CLRP relevance the map has both signs, the empty
+    background normalises to about the mean, and a mean threshold returned the whole frame for most
+    DigitsDVS samples of a trained ConvSNN (then σ = 0 and RPGMix just swaps samples).
     """
     w, h, _ = check_sensor_size(sensor_size)
     c = np.asarray(cam, np.float64)
@@ -104,8 +77,8 @@ def cam_box(cam, sensor_size):
     c = c.reshape(-1, *c.shape[-2:]).mean(0)
     if not np.all(np.isfinite(c)):
         return 0, 0, w - 1, h - 1
-    c = resize_map(normalize_map(c[None])[0], (h, w))
-    ys, xs = np.nonzero(c >= min(c.mean(), c.max()))
+    c = relevance.resize(relevance.normalize(c[None])[0], (h, w))
+    ys, xs = np.nonzero(c >= min(c.mean() + std_ratio * c.std(), c.max()))
     return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
 
 
@@ -181,45 +154,33 @@ def _align_time(ev, ref):
     return out
 
 
-def rpg_mix(ev1, ev2, cam1, cam2, sensor_size, rng, return_boxes=False):
-    """RPGMix (§4.3): boxes from the CAMs (:func:`cam_box`), placed by :func:`place_boxes`; both streams
-    translated (events leaving the sensor dropped); CutMix: stream-2 events inside box 2 (at its new
-    place) and stream-1 events outside it are kept.  Returns (events, σ) with eq. 15
-    σ = (w1 h1 − S_overlap) / (w1 h1 + w2 h2 − S_overlap).  Empty result -> (stream 1, σ = 1).
-    ``return_boxes``: also return the two placed boxes (x0, y0, x1, y1).
-    """
+def mix_boxes(ev1, ev2, box1, box2, sensor_size, rng):
+    """RPGMix given the two relevant boxes (x0, y0, x1, y1): the boxes are placed by :func:`place_boxes`,
+    both streams translated with them (events leaving the sensor dropped; stream 2's clock mapped onto
+    stream 1's), then CutMix: stream-2 events inside box 2 (at its new place) and stream-1 events outside
+    it are kept.  Returns (events, σ, (new box 1, new box 2)), σ from eq. 15; empty result -> (ev1, 1)."""
     validate(ev1, sensor_size, "ev1")
     validate(ev2, sensor_size, "ev2")
-    b1, b2 = cam_box(cam1, sensor_size), cam_box(cam2, sensor_size)
-    s1, s2 = (b1[2] - b1[0] + 1, b1[3] - b1[1] + 1), (b2[2] - b2[0] + 1, b2[3] - b2[1] + 1)
+    s1, s2 = (box1[2] - box1[0] + 1, box1[3] - box1[1] + 1), (box2[2] - box2[0] + 1, box2[3] - box2[1] + 1)
     p1, p2, _ = place_boxes(s1, s2, sensor_size, rng)
-    e1 = augment.translate(ev1, sensor_size, p1[0] - b1[0], p1[1] - b1[1])
-    e2 = augment.translate(_align_time(ev2, ev1), sensor_size, p2[0] - b2[0], p2[1] - b2[1])
+    e1 = augment.translate(ev1, sensor_size, p1[0] - box1[0], p1[1] - box1[1])
+    e2 = augment.translate(_align_time(ev2, ev1), sensor_size, p2[0] - box2[0], p2[1] - box2[1])
     new1 = (p1[0], p1[1], p1[0] + s1[0] - 1, p1[1] + s1[1] - 1)
     new2 = (p2[0], p2[1], p2[0] + s2[0] - 1, p2[1] + s2[1] - 1)
     out = np.concatenate([e1[~_inside(e1, new2)], e2[_inside(e2, new2)]])
+    if out.size == 0:
+        return ev1.copy(), 1.0, (new1, new2)
     sigma = mix_sigma(s1[0] * s1[1], s2[0] * s2[1], box_overlap(new1, new2))
-    res = (out[np.argsort(out["t"], kind="stable")], float(sigma)) if out.size else (ev1.copy(), 1.0)
-    return res + ((new1, new2),) if return_boxes else res
+    return out[np.argsort(out["t"], kind="stable")], float(sigma), (new1, new2)
 
 
-@contextlib.contextmanager
-def _eval_mode(model):
-    """Maps are computed in eval mode (BatchNorm running statistics untouched); the mode is restored."""
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
-
-
-def _default_cam_layer(model):
-    """The layer feeding the classifier: the one before the last Flatten (§5.1: "the feature before
-    the last fully connected layer")."""
-    layers = list(model)
-    flat = [i for i, m in enumerate(layers) if type(m).__name__ == "Flatten"]
-    return (flat[-1] if flat else len(layers) - 1) - 1
+def rpg_mix(ev1, ev2, cam1, cam2, sensor_size, rng, return_boxes=False, std_ratio=1.0):
+    """RPGMix (§4.3): boxes from the CAMs (:func:`cam_box`), then :func:`mix_boxes`.  Returns (events, σ),
+    eq. 15: σ = (w1 h1 − S_overlap) / (w1 h1 + w2 h2 − S_overlap), the weight of stream 1's label;
+    an empty result gives (stream 1, σ = 1).  ``return_boxes``: also the two placed boxes."""
+    b1, b2 = cam_box(cam1, sensor_size, std_ratio), cam_box(cam2, sensor_size, std_ratio)
+    out, sigma, boxes = mix_boxes(ev1, ev2, b1, b2, sensor_size, rng)
+    return (out, sigma, boxes) if return_boxes else (out, sigma)
 
 
 class EventRPG:
@@ -228,7 +189,8 @@ class EventRPG:
     Per batch one of ``OPS`` is drawn uniformly.  RPGDrop applies to the whole batch (one saliency pass,
     θ ~ U(``theta_range``) per sample); otherwise each sample draws one of NDA's 9 ops
     (``augment.random_nda``; a sample left empty keeps its events).  Then with probability ``mix_prob``
-    the batch is RPGMixed in pairs (b, b+1 mod N) from CAMs at ``cam_layer``.  Returns frames
+    the batch is RPGMixed in pairs (b, b+1 mod N), boxes from CAMs at ``cam_layer`` (default: the layer
+    feeding the classifier) thresholded at mean + ``std_ratio``·std (:func:`cam_box`).  Returns frames
     [T, N, P, H, W] float32 and soft labels [N, K] (rows σ·onehot(y_b) + (1 − σ)·onehot(y_{b+1})).
     Maps use the true labels as CLRP targets (``use_labels=False``: the arg-max, as the reference code).
     Unlike the reference code, which mixes the *un-augmented* batch, RPGMix acts on the augmented
@@ -240,7 +202,7 @@ class EventRPG:
 
     def __init__(self, model, sensor_size, n_frames, n_classes=None, mix_prob=0.5, theta_range=(0.5, 1.0),
                  mode="slrp", cam_layer=None, use_labels=True, split_by="number", input_transform=None,
-                 saliency_fn=None, cam_fn=None):
+                 saliency_fn=None, cam_fn=None, std_ratio=1.0):
         if not 0 <= mix_prob <= 1:
             raise ValueError(f"mix_prob must lie in [0, 1], got {mix_prob!r}")
         if not 0 <= theta_range[0] <= theta_range[1] <= 1:
@@ -249,7 +211,7 @@ class EventRPG:
         self.n_frames, self.mix_prob, self.theta_range, self.mode = int(n_frames), mix_prob, theta_range, mode
         self.n_classes = n_classes if n_classes is not None else [m for m in model.modules()
                                                                   if hasattr(m, "out_features")][-1].out_features
-        self.cam_layer, self.use_labels, self.split_by = cam_layer, use_labels, split_by
+        self.cam_layer, self.use_labels, self.split_by, self.std_ratio = cam_layer, use_labels, split_by, std_ratio
         self.input_transform = input_transform
         self.saliency_fn, self.cam_fn = saliency_fn or self._saliency, cam_fn or self._cam
         self.last_op, self.last_sigma = None, None
@@ -260,16 +222,12 @@ class EventRPG:
         return x if self.input_transform is None else self.input_transform(x)
 
     def _saliency(self, x, targets):
-        from .. import relevance
-        with _eval_mode(self.model):
-            s = np.asarray(relevance.explain(self.model, x, target=targets, mode=self.mode, init="clrp").input)
+        """Saliency (relevance at the input, computed in eval mode) per sample: [N, P, H, W] or [N, P, T, H, W]."""
+        s = relevance.saliency(self.model, x, target=targets, mode=self.mode, init="clrp")
         return s if s.ndim == 4 else s.transpose(1, 2, 0, 3, 4)     # SLTRP [T, N, P, H, W] -> [N, P, T, H, W]
 
     def _cam(self, x, targets):
-        from .. import relevance
-        layer = _default_cam_layer(self.model) if self.cam_layer is None else self.cam_layer
-        with _eval_mode(self.model):
-            c = np.asarray(relevance.cam(self.model, x, layer, mode=self.mode, target=targets))
+        c = relevance.cam(self.model, x, self.cam_layer, target=targets, mode=self.mode, init="clrp")
         return c if c.ndim == 3 else np.moveaxis(c, 0, 1)           # [T, N, h, w] -> [N, T, h, w]
 
     def __call__(self, batch_events, labels, rng):
@@ -280,7 +238,7 @@ class EventRPG:
         targets = labels if self.use_labels else None
         self.last_op, self.last_sigma = self.OPS[rng.integers(len(self.OPS))], None
         if self.last_op == "rpg_drop":
-            sal = normalize_map(self.saliency_fn(self.frames(batch_events), targets))
+            sal = relevance.normalize(np.asarray(self.saliency_fn(self.frames(batch_events), targets), np.float64))
             events = [rpg_drop(e, s, self.sensor_size, rng.uniform(*self.theta_range), rng, self.split_by)
                       for e, s in zip(batch_events, sal)]
         else:
@@ -288,8 +246,8 @@ class EventRPG:
             events = [a if a.size else e.copy() for a, e in zip(events, batch_events)]
         soft = np.eye(self.n_classes, dtype=np.float32)[labels]
         if rng.random() < self.mix_prob:
-            cams = self.cam_fn(self.frames(events), targets)
-            mixed = [rpg_mix(events[b], events[(b + 1) % n], cams[b], cams[(b + 1) % n], self.sensor_size, rng)
+            boxes = [cam_box(c, self.sensor_size, self.std_ratio) for c in self.cam_fn(self.frames(events), targets)]
+            mixed = [mix_boxes(events[b], events[(b + 1) % n], boxes[b], boxes[(b + 1) % n], self.sensor_size, rng)
                      for b in range(n)]
             events, sigma = [m[0] for m in mixed], np.array([m[1] for m in mixed], np.float32)[:, None]
             soft, self.last_sigma = sigma * soft + (1 - sigma) * np.roll(soft, -1, axis=0), sigma[:, 0]
