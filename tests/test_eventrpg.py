@@ -223,6 +223,12 @@ def test_policy_is_reproducible_and_keeps_labels_without_mix():
     np.testing.assert_array_equal(soft, np.eye(10)[labels])
     with pytest.raises(ValueError, match="labels"):
         pol(events, labels[:2], np.random.default_rng(0))
+    # ``ops`` restricts the geometric ops (a constant saliency normalises to 0: RPGDrop drops nothing)
+    flat = lambda x, t: np.full((x.shape[1], 2, 34, 34), 0.5)   # noqa: E731
+    only_id = E.EventRPG(tiny_model(), SENSOR, 4, mix_prob=0.0, ops=("identity",), saliency_fn=flat)
+    assert only_id.OPS == ("identity", "rpg_drop") and len(E.EventRPG.OPS) == 10
+    for seed in range(6):
+        np.testing.assert_array_equal(only_id(events, labels, np.random.default_rng(seed))[0], only_id.frames(events))
 
 
 def test_policy_rpg_drop_hits_the_whole_batch_where_salient():

@@ -196,13 +196,14 @@ class EventRPG:
     Unlike the reference code, which mixes the *un-augmented* batch, RPGMix acts on the augmented
     events, as Fig. 3 draws it.  ``saliency_fn(x, targets) -> [N, P, (T,) h, w]`` and
     ``cam_fn(x, targets) -> [N, ..., h, w]`` replace the relevance defaults (e.g. in tests).
-    ``input_transform(frames) -> model input`` if the model sees resized frames.
+    ``input_transform(frames) -> model input`` if the model sees resized frames.  ``ops``: the geometric
+    ops to draw from (default NDA's 9; drop label-changing ones, e.g. flips for direction classes).
     """
     OPS = augment.NDA_OPS + ("rpg_drop",)
 
     def __init__(self, model, sensor_size, n_frames, n_classes=None, mix_prob=0.5, theta_range=(0.5, 1.0),
                  mode="slrp", cam_layer=None, use_labels=True, split_by="number", input_transform=None,
-                 saliency_fn=None, cam_fn=None, std_ratio=1.0):
+                 saliency_fn=None, cam_fn=None, std_ratio=1.0, ops=None):
         if not 0 <= mix_prob <= 1:
             raise ValueError(f"mix_prob must lie in [0, 1], got {mix_prob!r}")
         if not 0 <= theta_range[0] <= theta_range[1] <= 1:
@@ -215,6 +216,8 @@ class EventRPG:
         self.input_transform = input_transform
         self.saliency_fn, self.cam_fn = saliency_fn or self._saliency, cam_fn or self._cam
         self.last_op, self.last_sigma = None, None
+        if ops is not None:
+            self.OPS = tuple(ops) + ("rpg_drop",)
 
     def frames(self, events_list):
         """What the model sees: to_frames of every stream stacked time-first -> [T, N, P, H, W]."""
@@ -242,7 +245,7 @@ class EventRPG:
             events = [rpg_drop(e, s, self.sensor_size, rng.uniform(*self.theta_range), rng, self.split_by)
                       for e, s in zip(batch_events, sal)]
         else:
-            events = [augment.random_nda(e, self.sensor_size, rng) for e in batch_events]
+            events = [augment.random_nda(e, self.sensor_size, rng, ops=self.OPS[:-1]) for e in batch_events]
             events = [a if a.size else e.copy() for a, e in zip(events, batch_events)]
         soft = np.eye(self.n_classes, dtype=np.float32)[labels]
         if rng.random() < self.mix_prob:
@@ -280,17 +283,20 @@ class EventRPGLoader:
 
 
 def _datasets(dataset, n_train, seed):
+    """(train, test, geometric ops): MotionDVS's classes are directions, so flips and rotations, which
+    change the class, are left out of its policy."""
     from data_tools import datasets
     if dataset == "digits":
         train, test = datasets.DigitsDVS(train=True, seed=seed), datasets.DigitsDVS(train=False, seed=seed)
+        ops = augment.NDA_OPS
     elif dataset == "motion":
-        train, test = datasets.MotionDVS(train=True, seed=seed), datasets.MotionDVS(train=False, n_samples=200,
-                                                                                     seed=seed)
+        train, test = datasets.MotionDVS(train=True, seed=seed), datasets.MotionDVS(False, 200, seed)
+        ops = tuple(o for o in augment.NDA_OPS if o not in ("flip_x", "rotate"))
     else:
         raise ValueError(f"dataset must be 'digits' or 'motion', got {dataset!r}")
     if n_train is not None and n_train < len(train):
         train = datasets.Subset(train, np.random.default_rng(seed).permutation(len(train))[:n_train])
-    return train, test
+    return train, test, ops
 
 
 def train_with_eventrpg(model, train_set, test_set, epochs=4, T=8, batch_size=32, lr=3e-3, rng=None,
@@ -315,7 +321,7 @@ def run_comparison(dataset="digits", epochs=None, T=None, quick=False, log=print
     epochs = epochs or (3 if quick else 8)
     T = T or (6 if quick else 8)
     n_train = n_train or (300 if quick else None)
-    train_set, test_set = _datasets(dataset, n_train, seed)
+    train_set, test_set, ops = _datasets(dataset, n_train, seed)
     W, H, P = train_set.sensor_size
     out = {"dataset": dataset, "epochs": epochs, "T": T, "n_train": len(train_set), "n_test": len(test_set)}
     for name, aug in (("baseline", False), ("eventrpg", True)):
@@ -323,6 +329,6 @@ def run_comparison(dataset="digits", epochs=None, T=None, quick=False, log=print
             log(f"--- {name} ({dataset}, {len(train_set)} training samples) ---")
         model = models.ConvSNN(len(train_set.classes), P, H, rng=np.random.default_rng(seed))
         hist = train_with_eventrpg(model, train_set, test_set, epochs, T, batch_size, lr,
-                                   np.random.default_rng(seed), aug, log)
+                                   np.random.default_rng(seed), aug, log, **({"ops": ops} if aug else {}))
         out[name], out[f"{name}_history"] = hist[-1]["test_accuracy"], hist
     return out
