@@ -21,7 +21,7 @@ import numpy as np
 from . import autograd, core
 from . import functional as F
 from . import nn
-from .autograd import Tensor, no_grad
+from .autograd import Tensor, make, no_grad
 from .neurons import BaseNeuron
 
 MODES, INITS = ("sltrp", "slrp"), ("clrp", "logit", "onehot")
@@ -93,13 +93,18 @@ def _ab_rule(xp, xn, R, pos, neg, alpha, beta):
     return R_in, lost
 
 
+def _as_float(*arrays):
+    dtype = np.result_type(*arrays, np.float32)
+    return [np.asarray(a, dtype) for a in arrays]
+
+
 def _split(x):
     return np.maximum(x, 0), np.minimum(x, 0)
 
 
 def _dense(w):
-    wt = Tensor(w)
-    return lambda v: F.linear(v, wt)
+    """v -> v·wᵀ on the last axis, as an autograd op with only the input-gradient g·w."""
+    return lambda v: make(v.data @ w.T, (v,), lambda g: (g @ w,))
 
 
 def _image_op(op):
@@ -127,7 +132,7 @@ def alpha_beta(x, w, R, alpha=1.0, beta=0.0, return_lost=False):
     Returns R_in (and ``lost`` shaped like R if ``return_lost``).
     """
     _check_ab(alpha, beta)
-    x, w, R = (np.asarray(a) for a in (x, w, R))
+    x, w, R = _as_float(x, w, R)
     if w.ndim != 2 or x.shape[-1] != w.shape[1] or R.shape != x.shape[:-1] + (w.shape[0],):
         raise ValueError(f"alpha_beta: shapes x {x.shape}, w {w.shape}, R {R.shape} do not fit x @ w.T")
     wp, wn = _split(w)
@@ -142,7 +147,7 @@ def alpha_beta_conv(x, w, R, stride=1, padding=0, alpha=1.0, beta=0.0, return_lo
     (the transposed convolution). Bias ignored; returns R_in (and ``lost`` shaped like R).
     """
     _check_ab(alpha, beta)
-    x, w, R = (np.asarray(a) for a in (x, w, R))
+    x, w, R = _as_float(x, w, R)
     if w.ndim != 4 or x.ndim < 4 or x.shape[-3] != w.shape[1]:
         raise ValueError(f"alpha_beta_conv: x {x.shape} must be [..., {w.shape[1] if w.ndim == 4 else 'C'}, H, W]"
                          f" for weights w {w.shape} [O, C, kh, kw]")
@@ -190,7 +195,8 @@ def sltrp_recursion(R_out, gamma):
 
     R_in[T] = R_out[T]; for t = T … 2:  R_in[t−1] = γ[t]·R_in[t] + R_out[t−1];  R_in[t] ← (1 − γ[t])·R_in[t].
     Finally the share γ[1]·R_in[1] belongs to the initial membrane v0 (γ[1] = 0 when v0 = 0) and is
-    returned as R_init [...]. Closed form (eq. 12):  R_in[t] = (1 − γ[t])·(R_out[t] + Σ_{i>t} R_out[i]·Π_{j=t+1..i} γ[j]).
+    returned as R_init [...].
+    Closed form (eq. 12):  R_in[t] = (1 − γ[t])·(R_out[t] + Σ_{i>t} R_out[i]·Π_{j=t+1..i} γ[j]).
     Proposition 1 (eq. 13), k < T:  Σ_{t≤k} R_in[t] + R_init = Σ_{t≤k} R_out[t] + Σ_{i>k} R_out[i]·Π_{j=k+1..i} γ[j];
     eq. 14 (per-neuron conservation over time):  Σ_t R_in[t] + R_init = Σ_t R_out[t].
     Runs in the C core (``minisnn.core.sltrp``) or its NumPy twin. Returns (R_in, R_init).
@@ -210,6 +216,10 @@ def sltrp_recursion(R_out, gamma):
 
 
 def _sltrp_layer(x, extras, R, alpha, beta, clamp_input):
+    """γ from the recorded membranes (h[t−1] after reset, h[0] = v0) and input current, then eq. 10–11."""
+    if not isinstance(extras, dict) or not {"h", "decay", "gain", "v0"} <= set(extras):
+        raise ValueError("SLTRP needs the neuron's recorded 'h', 'decay', 'gain', 'v0' (BaseNeuron.extras); this "
+                         "spiking layer did not record them. Use mode='slrp' or record them in its forward.")
     h = extras["h"]
     v0 = np.broadcast_to(np.asarray(extras["v0"], h.dtype), h.shape[1:])
     h_prev = np.concatenate([v0[None], h[:-1]])
@@ -235,16 +245,16 @@ def _rule(layer, x, extras, R, mode, alpha, beta, clamp_input):
             return R, np.zeros_like(R), None
         R_in, R_init = _sltrp_layer(x, extras, R, alpha, beta, clamp_input)
         return R_in, np.zeros_like(R), R_init
-    xp, xn = _split(x)
-    if slrp:
-        xp, xn = xp.mean(0), xn.mean(0)
     if isinstance(layer, nn.MaxPool2d):  # winner-take-all: everything to each window's arg-max
         pool = _image_op(lambda v: F.max_pool2d(v, layer.kernel_size, layer.stride))
         return _linear_op(pool, x.mean(0) if slrp else x)[1](R), np.zeros_like(R), None
+    xp, xn = _split(x)
+    if slrp:  # §3.3: z±_ij from the time-averaged x⁺ and x⁻
+        xp, xn = xp.mean(0), xn.mean(0)
     if isinstance(layer, (nn.Linear, nn.Conv2d)):
         wp, wn = _split(layer.weight.data)
-        make = _dense if isinstance(layer, nn.Linear) else lambda w: _conv(w, layer.stride, layer.padding)
-        pos, neg = make(wp), make(wn)
+        build = _dense if isinstance(layer, nn.Linear) else lambda w: _conv(w, layer.stride, layer.padding)
+        pos, neg = build(wp), build(wn)
     elif isinstance(layer, nn.AvgPool2d):
         pos, neg = _image_op(lambda v: F.avg_pool2d(v, layer.kernel_size, layer.stride)), None
     else:  # AdaptiveAvgPool2d (checked by _check_rules)
@@ -274,13 +284,22 @@ def layers_of(model):
     return out
 
 
+def _frames(x, ndim=(3, 4, 5)):
+    """``x`` as a finite float array [T, N, ...] (integer event counts become float32)."""
+    x = x.data if isinstance(x, Tensor) else np.asarray(x)
+    if x.dtype.kind in "biu":
+        x = x.astype(np.float32)
+    if x.ndim not in ndim or x.dtype.kind != "f" or not np.all(np.isfinite(x)):
+        raise ValueError(f"x must be finite float frames [T, N, ...] ({'/'.join(map(str, ndim))}-D), "
+                         f"got a {x.dtype} array of shape {x.shape}")
+    return x
+
+
 def _forward(model, x):
     """Eval-mode forward layer by layer -> (layers, per-layer inputs, per-layer neuron extras, output)."""
     layers = layers_of(model)
     _check_rules(layers)
-    x = x.data if isinstance(x, Tensor) else np.asarray(x)
-    if x.ndim < 3 or not np.issubdtype(x.dtype, np.floating) or not np.all(np.isfinite(x)):
-        raise ValueError(f"x must be finite float frames [T, N, ...], got {x.dtype} array of shape {x.shape}")
+    x = _frames(x)
     was_training = model.training
     model.eval()
     xs, extras, h = [], [], Tensor(x)
@@ -302,10 +321,10 @@ def _targets(out, target):
     T, N, K = out.shape
     if target is None:
         return out.mean(0).argmax(-1)
-    t = np.broadcast_to(np.asarray(target), (N,))
-    if not np.issubdtype(t.dtype, np.integer) or t.min() < 0 or t.max() >= K:
-        raise ValueError(f"target must be class indices in [0, {K}), got {target!r}")
-    return t.astype(np.int64)
+    t = np.asarray(target)
+    if t.ndim > 1 or t.size not in (1, N) or not np.issubdtype(t.dtype, np.integer) or t.min() < 0 or t.max() >= K:
+        raise ValueError(f"target must be an int or {N} class indices in [0, {K}), got {target!r}")
+    return np.broadcast_to(t.reshape(-1), (N,)).astype(np.int64)
 
 
 def init_relevance(out, target, init="clrp"):
@@ -379,7 +398,8 @@ def explain(model, x, target=None, mode="sltrp", init="clrp", alpha=1.0, beta=0.
         name, layer = layers[i]
         R, lost, R_init = _rule(layer, xs[i], extras[i], R, mode, alpha, beta, clamp_input)
         rel[name] = R
-        init_sum = np.zeros(R.shape[mode == "sltrp"], R.dtype) if R_init is None else R_init.reshape(len(R_init), -1).sum(-1)
+        n = R.shape[mode == "sltrp"]
+        init_sum = np.zeros(n, R.dtype) if R_init is None else R_init.reshape(n, -1).sum(-1)
         cons[name] = {"relevance": sums(R), "lost": sums(lost), "init": init_sum}
         if name == until:
             break
@@ -422,29 +442,29 @@ def _explain_at(model, x, layer, **kw):
     return R, A, e
 
 
-def saliency(model, x, target=None, mode="sltrp", init="clrp", alpha=1.0, beta=0.0, clamp_input=False):
-    """Saliency map = relevance at the input: [T, N, P, H, W] (SLTRP) or [N, P, H, W] (SLRP) (§4.1)."""
-    return explain(model, x, target, mode, init, alpha, beta, clamp_input).input
+def saliency(model, x, target=None, mode="sltrp", **options):
+    """Saliency map = relevance at the input: [T, N, P, H, W] (SLTRP) or [N, P, H, W] (SLRP) (§4.1).
+
+    ``options``: ``init``, ``alpha``, ``beta``, ``clamp_input`` of :func:`explain`.
+    """
+    return explain(model, x, target, mode, **options).input
 
 
-def cam(model, x, layer=None, target=None, mode="sltrp", init="clrp", alpha=1.0, beta=0.0, clamp_input=False):
+def cam(model, x, layer=None, target=None, mode="sltrp", **options):
     """SLTRP-CAM / SLRP-CAM (§4.1): relevance at ``layer``'s output summed over channels.
 
     [T, N, h, w] (SLTRP) or [N, h, w] (SLRP). ``layer``: name, index or module; default: the feature
     before the last fully connected layer. Only the layers after ``layer`` are propagated through.
     """
-    R, _, _ = _explain_at(model, x, layer, target=target, mode=mode, init=init, alpha=alpha, beta=beta,
-                          clamp_input=clamp_input)
-    return R.sum(-3)
+    return _explain_at(model, x, layer, target=target, mode=mode, **options)[0].sum(-3)
 
 
-def relcam(model, x, layer=None, target=None, mode="sltrp", init="clrp", alpha=1.0, beta=0.0, clamp_input=False):
+def relcam(model, x, layer=None, target=None, mode="sltrp", **options):
     """SLRP-/SLTRP-RelCAM (Lee et al. 2021; spec §5): w_c = Σ_hw R[c, h, w], map = Σ_c w_c·A_c.
 
     A = the layer's output (spikes), per step for SLTRP, time-averaged for SLRP. No ReLU (spec §5).
     """
-    R, A, _ = _explain_at(model, x, layer, target=target, mode=mode, init=init, alpha=alpha, beta=beta,
-                          clamp_input=clamp_input)
+    R, A, _ = _explain_at(model, x, layer, target=target, mode=mode, **options)
     A = A.mean(0) if mode == "slrp" else A
     return (R.sum((-2, -1), keepdims=True) * A).sum(-3)
 
@@ -459,8 +479,9 @@ def normalize(maps, sample_axis=0):
         maps = maps.astype(np.float32)
     m = np.moveaxis(maps, sample_axis, 0)
     flat = m.reshape(len(m), -1)
-    lo = flat.min(1, initial=np.inf)[:, None] if flat.size else np.zeros((len(m), 1), m.dtype)
-    hi = flat.max(1, initial=-np.inf)[:, None] if flat.size else lo
+    if flat.shape[1] == 0:
+        return maps.copy()
+    lo, hi = flat.min(1, keepdims=True), flat.max(1, keepdims=True)
     out, _ = _safe_div(flat - lo, hi - lo)
     return np.moveaxis(out.astype(maps.dtype).reshape(m.shape), 0, sample_axis)
 
@@ -502,7 +523,7 @@ def _activation_and_grad(model, x, layer, target):
     model.eval()
     try:
         with no_grad():
-            h = Tensor(np.asarray(x.data if isinstance(x, Tensor) else x))
+            h = Tensor(_frames(x))
             for _, m in layers[:i + 1]:
                 h = m(h)
         A = Tensor(h.data, requires_grad=True)
@@ -520,7 +541,7 @@ def _activation_and_grad(model, x, layer, target):
             p.grad = g
     if A.ndim != 5:
         raise ValueError(f"layer: output shape {A.shape}; Grad-CAM needs [T, N, C, H, W]")
-    return A.data, A.grad, t
+    return A.data, np.zeros_like(A.data) if A.grad is None else A.grad, t
 
 
 def grad_cam(model, x, layer=None, target=None):
@@ -613,9 +634,7 @@ def average_drop_increase(model, x, maps, target=None, layout=None, normalized=F
     (see :func:`mask_like`); c = ``target`` or the prediction on x.
     A.D. = 100/N Σ max(0, Y_c − O_c)/Y_c  (lower is better);  A.I. = 100/N Σ 1[Y_c < O_c]  (higher is better).
     """
-    x = np.asarray(x.data if isinstance(x, Tensor) else x)
-    if x.ndim != 5:
-        raise ValueError(f"x must be frames [T, N, P, H, W], got shape {x.shape}")
+    x = _frames(x, ndim=(5,))
     Y = _probabilities(model, x)
     c = _targets(Y[None], target)
     O = _probabilities(model, (x * mask_like(maps, x.shape, layout, normalized)).astype(x.dtype))
