@@ -214,7 +214,7 @@ def run_comparison(dataset="motion", epochs=None, quick=False, log=print, T=8, w
     epochs = epochs or (3 if quick else 10)
     tr, te = _datasets(dataset, quick, seed)
     (W, H, P), K = tr.sensor_size, len(tr.classes)
-    train_loader = DataLoader(tr, 16 if quick else 32, T, rng=np.random.default_rng(seed), split_by="time")
+    train_loader = DataLoader(tr, 8 if quick else 32, T, rng=np.random.default_rng(seed), split_by="time")
     test_loader = DataLoader(te, 100, T, shuffle=False, split_by="time")
     res = {"dataset": dataset, "T": T, "epochs": epochs}
     for name, gate in (("plain", None), ("razor", razor_gate(T, rng=np.random.default_rng(seed + 1)))):
