@@ -105,6 +105,7 @@ def test_pruned_fraction_and_saved_operations_by_hand():
     model, gate, x = _toy()
     gate.set_pruning(threshold=0.8)                       # m = [0,1,0,1] and [1,1,1,0]: 3 of 8 frames pruned
     r = razor.saved_operations(model, x)
+    assert model.training and gate.training               # the eval pass restores the mode
     np.testing.assert_allclose(gate.scores, [[0.5, 1.0], [1.5, 1.0], [0.25, 2.5], [2.0, 0.1]])
     np.testing.assert_array_equal(gate.frame_mask, [[0, 1], [1, 1], [0, 1], [1, 0]])
     assert gate.pruned_fraction == 3 / 8

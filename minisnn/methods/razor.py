@@ -9,6 +9,9 @@ A :class:`RazorGate` sits right before a spiking layer, on its input X ∈ [T, N
     s[t] = max_{C,H,W} X̃[t]                               frame score, [T, N]        (eq. 9)
     training:  X' = X̃     inference:  m[t] = Θ(s[t] − θ),  X'[t] = m[t]·X̃[t]         (eq. 10-11)
 
+Eq. 11 multiplies m with "the input tensor"; we default to X̃ so that with nothing pruned inference equals
+the trained soft path (``hard_input="raw"`` gives the literal X'[t] = m[t]·X[t]).
+
 The paper's equations 1-11 are lost from our text; every piece marked RECONSTRUCTED is our reading of
 the prose (specs/razor.md). Neurons: LIAF with TA-SNN constants (§3.1), see :func:`liaf`.
 """
@@ -16,7 +19,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import models, neurons, train
-from ..autograd import Tensor, no_grad, tensor
+from ..autograd import no_grad, tensor
 from ..nn import Conv2d, Linear, Module, Parameter, recording
 
 
@@ -154,14 +157,17 @@ def saved_operations(model, x):
     """One eval pass on ``x`` [T, N, ...]; per gate: pruned frame fraction and the MACs it saves.
 
     Convention (specs/razor.md §3): a pruned frame costs nothing downstream, so it saves the dense MACs
-    of the next synaptic layer (Conv2d or Linear) for that frame: outputs per frame × fan-in. This is
-    exact for spiking LIF (zero input at v_th = 0.3, decay 0.3 cannot fire); LIAF still leaks ReLU(0.3·h),
-    so for LIAF it counts the frames an event-driven runtime would skip. ``total_macs``: all synaptic
-    layers, all frames (the gates' own cost, about K·C + T·C MACs per sample, is left out). Returns {"layers": [...], "saved_macs", "total_macs", "saved_fraction", "output"}.
+    of the next synaptic layer (Conv2d or Linear) for that frame: outputs per frame × fan-in. Exact for
+    spiking TA-SNN LIF (zero input gives u = 0.3·h < V_th: no spike); LIAF still leaks ReLU(0.3·h), so
+    for LIAF it counts the frames an event-driven runtime would skip. ``total_macs``: every synaptic
+    layer, every frame. Left out: the gates' own cost (pooling, ~T·C·H·W adds, and a C×K FC per sample).
+    Returns {"layers": [per gate dict], "saved_macs", "total_macs", "saved_fraction", "output": logits}.
     """
+    was_training = model.training
     model.eval()
     with no_grad(), recording() as rec:
         out = model(tensor(x))
+    model.train(was_training)
     inner = {id(s) for g in gates(model) for s in g.modules()}      # the gates' own FC is not synaptic
     synaptic = [(i, m, o) for i, (m, _, o, _) in enumerate(rec) if isinstance(m, (Conv2d, Linear))
                 and id(m) not in inner]
@@ -181,16 +187,13 @@ def saved_operations(model, x):
 
 def evaluate_pruning(model, loader):
     """Eval over a loader: accuracy, per-gate pruned fraction, saved / total MACs (:func:`saved_operations`)."""
-    hits = n = saved = total = 0
-    pruned = None
+    hits = n = saved = total = pruned = 0
     for x, y in loader:
         r = saved_operations(model, x)
         hits += int(np.sum(r["output"].mean(0).argmax(-1) == np.asarray(y)))
-        frames = np.array([g["pruned_frames"] for g in r["layers"]])
-        pruned = frames if pruned is None else pruned + frames
+        pruned = pruned + np.array([g["pruned_frames"] for g in r["layers"]])
         n, saved, total = n + len(y), saved + r["saved_macs"], total + r["total_macs"]
-    frames_per_layer = n * loader.n_frames
-    return {"accuracy": hits / n, "pruned_fraction": [float(p) / frames_per_layer for p in (pruned if pruned is not None else [])],
+    return {"accuracy": hits / n, "pruned_fraction": [float(p) / (n * loader.n_frames) for p in pruned],
             "saved_macs": saved, "total_macs": total, "saved_fraction": saved / total}
 
 
@@ -211,9 +214,10 @@ def run_comparison(dataset="motion", epochs=None, quick=False, log=print, T=8, w
     accuracy, the Razor net without pruning, and with hard pruning (θ = ``threshold`` if given, else ρ =
     ``keep_ratio``): accuracy, pruned fraction per gated layer, saved MACs. Returns a dict of the numbers."""
     from data_tools.loader import DataLoader
+    log = log or (lambda *_: None)
     epochs = epochs or (3 if quick else 10)
     tr, te = _datasets(dataset, quick, seed)
-    (W, H, P), K = tr.sensor_size, len(tr.classes)
+    (_, H, P), K = tr.sensor_size, len(tr.classes)
     train_loader = DataLoader(tr, 8 if quick else 32, T, rng=np.random.default_rng(seed), split_by="time")
     test_loader = DataLoader(te, 100, T, shuffle=False, split_by="time")
     res = {"dataset": dataset, "T": T, "epochs": epochs}
