@@ -440,6 +440,10 @@ def test_cam_and_relcam_are_channel_sums_of_the_explanation():
         want = (R.sum((-2, -1), keepdims=True) * A).sum(-3)
         np.testing.assert_allclose(rv.relcam(m, x, mode=mode), want, atol=1e-12)
         np.testing.assert_allclose(rv.cam(m, x, layer="3", mode=mode), e.layers["4"].sum(-3), atol=1e-12)
+    e = rv.explain(m, x, until="5")
+    assert e.input is None and list(e.layers) == ["9", "8", "7", "6", "5"]
+    with pytest.raises(ValueError, match="until"):
+        rv.explain(m, x, until="12")
     with pytest.raises(ValueError, match="layer"):
         rv.cam(m, x, layer="9")
     with pytest.raises(ValueError, match="layer"):
@@ -515,6 +519,8 @@ def test_trained_slrp_and_sltrp_maps_agree_closely_on_static_digits(trained_digi
     s, t = rv.saliency(model, x[:, :16], mode="slrp"), rv.saliency(model, x[:, :16], mode="sltrp").mean(0)
     corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(s, t)]
     assert np.median(corr) > 0.7
+    model.train()
     e = rv.explain(model, x[:, :8], init="logit")
+    assert model.training and e.input.dtype == np.float32  # mode restored, dtype kept
     for name, r in e.residuals().items():  # conservation holds on a trained net (float32)
         np.testing.assert_allclose(r, 0, atol=1e-4 * np.abs(e.output_relevance).sum(), err_msg=name)
