@@ -361,6 +361,10 @@ class Explanation:
     mode: str
     activations: dict = field(repr=False, default_factory=dict)
 
+    def __repr__(self):
+        shape = None if self.input is None else self.input.shape
+        return f"Explanation(mode={self.mode!r}, input shape {shape}, targets {self.target}, layers {list(self.layers)})"
+
     def residuals(self):
         """{name: per-sample Σ R_out − Σ R_in − lost − R_init} for every layer walked (≈ 0 = conserved)."""
         res, prev = {}, self.conservation["output"]
