@@ -75,6 +75,11 @@ def main(argv=None):
     b = sub.add_parser("bench", help="time the core kernels, a ConvSNN training step and the data pipeline")
     b.add_argument("--repeats", type=int, default=7)
     b.set_defaults(fn=lambda a: __import__("minisnn.bench", fromlist=["run"]).run(a.repeats))
+    r = sub.add_parser("reproduce", help="every method beside its baseline; writes the results table")
+    r.add_argument("--quick", action="store_true", help="smoke settings, one dataset per method")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", default="results.md")
+    r.set_defaults(fn=lambda a: __import__("minisnn.reproduce", fromlist=["reproduce"]).reproduce(a.quick, a.seed, a.out))
     for name in METHODS:
         m = sub.add_parser(name, help=f"train the {name} method beside its baseline and report both")
         m.add_argument("--dataset", default=None, help="digits | motion | fashion (default: the method's own)")

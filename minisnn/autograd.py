@@ -24,6 +24,17 @@ def no_grad():
         _GRAD_ENABLED = prev
 
 
+@contextlib.contextmanager
+def enable_grad():
+    """Record a graph again inside an outer ``no_grad`` block (relevance and CAM code needs local gradients)."""
+    global _GRAD_ENABLED
+    prev, _GRAD_ENABLED = _GRAD_ENABLED, True
+    try:
+        yield
+    finally:
+        _GRAD_ENABLED = prev
+
+
 def is_grad_enabled():
     return _GRAD_ENABLED
 

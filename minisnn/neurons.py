@@ -188,6 +188,7 @@ class BaseNeuron(Module):
         s, u = run.last
         self.n_neurons = int(np.prod(s.shape[2:]))
         self.spike_rate = None if self.training else float(s.mean())
+        self.extras = None  # membranes are kept only while recording (nn.recording())
         if is_recording():
             c, d = (np.asarray(v.data if isinstance(v, Tensor) else v) for v in (decay, gain))
             h = u * (1 - s) + self.v_rest * s if self.v_reset is not None else u - self.v_threshold * s

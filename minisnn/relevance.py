@@ -13,7 +13,6 @@ to the same constant (Definition 1, eq. 1)::
 neuron's membranes, then walks the layers backwards. Products: saliency maps, CAM / RelCAM at any
 layer, the baselines Grad-CAM, Grad-CAM++ and SAM, and the faithfulness metrics A.D. / A.I. (§5.1.1).
 """
-import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,16 +30,6 @@ RULED = PASS_THROUGH + (BaseNeuron, nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.MaxPo
 # ----------------------------------------------------------------------------- helpers
 
 
-@contextlib.contextmanager
-def _grad_enabled():
-    """Record a graph even inside an outer ``no_grad`` block (the core has no ``enable_grad``)."""
-    prev, autograd._GRAD_ENABLED = autograd._GRAD_ENABLED, True
-    try:
-        yield
-    finally:
-        autograd._GRAD_ENABLED = prev
-
-
 def _safe_div(a, b):
     """(a / b with 0 where b == 0, mask of b != 0): the paper's "0/0 := 0"."""
     nz = b != 0
@@ -54,7 +43,7 @@ def _linear_op(fn, x):
     the autograd graph of this one call. For max pooling it routes g to each window's arg-max of ``x``.
     """
     xt = Tensor(x, requires_grad=True)
-    with _grad_enabled():
+    with autograd.enable_grad():
         out = fn(xt)
 
     def transpose(g):
@@ -531,7 +520,7 @@ def _activation_and_grad(model, x, layer, target):
             for _, m in layers[:i + 1]:
                 h = m(h)
         A = Tensor(h.data, requires_grad=True)
-        with _grad_enabled():
+        with autograd.enable_grad():
             h = A
             for _, m in layers[i + 1:]:
                 h = m(h)
