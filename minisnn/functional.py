@@ -256,13 +256,38 @@ def _pair(v, name):
     return int(v[0]), int(v[1])
 
 
+def _conv_geometry(x, kh, kw, stride, ph, pw):
+    """Padded input in [C, N, Hp·Wq] layout and the output grid.
+
+    Stride 1 uses "wide rows": the output is computed on Wq = Wp columns (the last kw − 1 are junk and
+    dropped), so the input meeting kernel tap (a, b) is ONE contiguous slice at offset a·Wp + b of each
+    flattened padded image — im2col and col2im copy long rows instead of short strided ones. One extra
+    zero row at the bottom keeps the last slice inside the buffer. Stride > 1: Wq = Wo, strided slices.
+    """
+    N, C, H, W = x.shape
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    Ho, Wo = _out_size(Hp, kh, stride, "conv2d"), _out_size(Wp, kw, stride, "conv2d")
+    wide = stride == 1
+    xp = np.zeros((C, N, Hp + wide, Wp), x.dtype)
+    xp[:, :, ph:ph + H, pw:pw + W] = x.transpose(1, 0, 2, 3)
+    return xp, Ho, Wo, (Wp if wide else Wo)
+
+
+def _tap(xp, a, b, stride, Ho, Wo, Wq):
+    """The view of padded input [C, N, Hp(+1), Wp] that meets kernel tap (a, b): [C, N, Ho·Wq] or [C, N, Ho, Wo]."""
+    if Wq != Wo:  # wide rows (stride 1)
+        flat = xp.reshape(xp.shape[0], xp.shape[1], -1)
+        return flat[:, :, a * Wq + b: a * Wq + b + Ho * Wq]
+    return xp[:, :, a:a + stride * Ho:stride, b:b + stride * Wo:stride]
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D cross-correlation: out[n,o,i,j] = Σ_{c,a,b} w[o,c,a,b]·x_pad[n,c,s·i+a,s·j+b] + bias[o].
 
-    Forward: im2col — cols[c,a,b,n,i,j] = x_pad[n,c,s·i+a,s·j+b], filled from one strided slice of the
-    padded input per kernel offset (a, b) — then ONE GEMM  W[O, C·kh·kw] @ cols[C·kh·kw, N·Ho·Wo].
-    Backward: dW = g[O, N·Ho·Wo] @ colsᵀ (one GEMM); dx: dcols = Wᵀ @ g (one GEMM), then a loop over the
-    kh·kw kernel offsets adds each slice of dcols back into the padded input gradient (col2im, no np.add.at).
+    Forward: im2col — cols[c,a,b,n,i,j] = x_pad[n,c,s·i+a,s·j+b], one slice of the padded input per kernel
+    tap (see :func:`_conv_geometry`) — then ONE GEMM  W[O, C·kh·kw] @ cols[C·kh·kw, N·Ho·Wq].
+    Backward: dW = g[O, N·Ho·Wq] @ colsᵀ (one GEMM); dx: dcols = Wᵀ @ g (one GEMM), then a loop over the
+    kh·kw kernel taps adds each slice of dcols back into the padded input gradient (col2im, no np.add.at).
     """
     x = tensor(x)
     ph, pw = _pair(padding, "padding")
@@ -270,27 +295,31 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     if x.ndim != 4 or x.shape[1] != C:
         raise ValueError(f"conv2d: input must be [N, {C}, H, W], got {x.shape}")
     N, _, H, W = x.shape
-    xp = np.pad(x.data, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x.data
-    Ho, Wo = _out_size(H + 2 * ph, kh, stride, "conv2d"), _out_size(W + 2 * pw, kw, stride, "conv2d")
-    cols = np.empty((C, kh, kw, N, Ho, Wo), dtype=x.dtype)
-    for a, b, sl in _offsets(kh, kw, stride, Ho, Wo):
-        cols[:, a, b] = xp[sl].transpose(1, 0, 2, 3)
-    cols = cols.reshape(C * kh * kw, N * Ho * Wo)
+    xp, Ho, Wo, Wq = _conv_geometry(x.data, kh, kw, stride, ph, pw)
+    cols = np.empty((C, kh, kw, N, Ho * Wq), dtype=x.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            cols[:, a, b] = _tap(xp, a, b, stride, Ho, Wo, Wq).reshape(C, N, -1)
+    cols = cols.reshape(C * kh * kw, N * Ho * Wq)
     w2 = weight.data.reshape(O, -1)
-    out = (w2 @ cols).reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3)      # back to NCHW (one copy below)
+    out = (w2 @ cols).reshape(O, N, Ho, Wq)[..., :Wo].transpose(1, 0, 2, 3)   # NCHW view; copied below
     out = out + bias.data.reshape(1, O, 1, 1) if bias is not None else np.ascontiguousarray(out)
     parents = (x, weight) + ((bias,) if bias is not None else ())
 
     def backward(g):
-        g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(O, N * Ho * Wo)
+        g2 = np.zeros((O, N, Ho, Wq), g.dtype)   # the junk columns of the wide grid get zero gradient
+        g2[..., :Wo] = g.transpose(1, 0, 2, 3)
+        g2 = g2.reshape(O, -1)
         gw = (g2 @ cols.T).reshape(weight.shape) if weight.requires_grad else None
         gx = None
         if x.requires_grad:
-            dcols = (w2.T @ g2).reshape(C, kh, kw, N, Ho, Wo)
-            gxp = np.zeros(xp.shape, dtype=g.dtype)
-            for a, b, sl in _offsets(kh, kw, stride, Ho, Wo):
-                gxp[sl] += dcols[:, a, b].transpose(1, 0, 2, 3)
-            gx = gxp[:, :, ph:ph + H, pw:pw + W]
+            dcols = (w2.T @ g2).reshape(C, kh, kw, N, Ho * Wq)
+            gxp = np.zeros_like(xp)
+            for a in range(kh):
+                for b in range(kw):
+                    tap = _tap(gxp, a, b, stride, Ho, Wo, Wq)
+                    tap += dcols[:, a, b].reshape(tap.shape)
+            gx = gxp[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
         return (gx, gw) + ((g2.sum(1),) if bias is not None else ())
     return make(out, parents, backward)
 
