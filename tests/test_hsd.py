@@ -164,6 +164,14 @@ def test_convert_leaves_the_ann_untouched():
     assert not any(isinstance(m, (nn.BatchNorm2d, hsd.QCFS)) for m in snn.modules())
 
 
+def test_unfolded_batchnorm_gives_the_same_eval_output():
+    ann = random_ann(np.random.default_rng(4))
+    x = ms.Tensor(np.random.default_rng(5).uniform(0, 2, (6, 8, 2, 8, 8)))
+    folded, kept = hsd.convert(ann).eval(), hsd.convert(ann, fold_bn=False).eval()
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in kept.modules()) == 2
+    np.testing.assert_allclose(kept(x).data, folded(x).data, atol=1e-4)
+
+
 def test_convert_rejects_what_it_cannot_convert():
     with pytest.raises(ValueError, match="MaxPool2d"):
         hsd.convert(nn.Sequential(nn.Conv2d(2, 4, 3), hsd.QCFS(), nn.MaxPool2d(2)))
