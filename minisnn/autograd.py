@@ -40,18 +40,18 @@ def is_grad_enabled():
 
 
 def as_array(data, dtype=None):
-    """Float array view of ``data``: float32 by default, float64 (and float16) preserved."""
+    """``data`` as a float array: NumPy float arrays keep their dtype (float64 for gradient checks);
+    Python numbers and lists, integer and boolean data become float32 (the library's default dtype)."""
     if isinstance(data, Tensor):
         data = data.data
-    arr = np.asarray(data, dtype=dtype)
-    if dtype is None and not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
-    return arr
+    keep = isinstance(data, (np.ndarray, np.generic)) and np.issubdtype(data.dtype, np.floating)
+    return np.asarray(data, dtype=dtype if dtype is not None or keep else np.float32)
 
 
 class Tensor:
     """An array that remembers how it was computed.
 
+    >>> from minisnn import Tensor  # the package attaches the operators (functional.py)
     >>> x = Tensor([1.0, 2.0], requires_grad=True); (x * x).sum().backward(); x.grad
     array([2., 4.], dtype=float32)
     """

@@ -31,7 +31,9 @@ class Surrogate:
         self.param = float(param)
 
     def grad(self, x):
-        return core.surrogate_grad(x, self.kind, np.asarray(self.param, dtype=np.asarray(x).dtype))
+        x = np.asarray(x)
+        x = x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float64)
+        return core.surrogate_grad(x, self.kind, np.asarray(self.param, dtype=x.dtype))
 
     def __call__(self, x):
         return F.spike(x, self)
@@ -59,7 +61,7 @@ class ATan(Surrogate):
         super().__init__(alpha)
 
     def primitive(self, x):
-        return np.arctan(np.pi / 2 * self.param * x) / np.pi + 0.5
+        return np.arctan(np.pi / 2 * self.param * np.asarray(x)) / np.pi + 0.5
 
 
 class Rectangle(Surrogate):
@@ -70,7 +72,7 @@ class Rectangle(Surrogate):
         super().__init__(width)
 
     def primitive(self, x):
-        return np.clip(x / self.param + 0.5, 0, 1)
+        return np.clip(np.asarray(x) / self.param + 0.5, 0, 1)
 
 
 class Triangle(Surrogate):
@@ -81,7 +83,7 @@ class Triangle(Surrogate):
         super().__init__(gamma)
 
     def primitive(self, x):
-        z = np.clip(x / self.param, -1, 1)
+        z = np.clip(np.asarray(x) / self.param, -1, 1)
         return np.where(z < 0, 0.5 * (1 + z) ** 2, 1 - 0.5 * (1 - z) ** 2)
 
 
