@@ -71,6 +71,11 @@ def keep_ratio_mask(scores, keep_ratio):
     return m
 
 
+def prune(x, x_tilde, m, hard_input="refined"):
+    """Eq. 11, RECONSTRUCTED: X'[t] = m[t]·X̃[t] ("refined": kept frames as in training) or m[t]·X[t] ("raw")."""
+    return (x_tilde if hard_input == "refined" else x) * m.reshape(m.shape + (1, 1, 1))
+
+
 class RazorGate(Module):
     """The event pruning mechanism of §3.2 on [T, N, C, H, W], with K learnable embeddings (K = 4 best, Tab. 4).
 
@@ -122,7 +127,7 @@ class RazorGate(Module):
             elif self.keep_ratio is not None:
                 m = keep_ratio_mask(self.scores, self.keep_ratio)
             self.frame_mask, self.pruned_fraction = m, float(1.0 - m.mean())
-            out = (x_tilde if self.hard_input == "refined" else x) * m.reshape(m.shape + (1, 1, 1))
+            out = prune(x, x_tilde, m, self.hard_input)
         self.extras = {"mask": self.mask, "scores": self.scores, "frame_mask": self.frame_mask}
         return out
 
