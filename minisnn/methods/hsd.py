@@ -247,15 +247,16 @@ def finetune(snn, ann, loader, T1, T2, epochs=1, lr=1e-4, tau=10.0, lam=1.0, skd
 
 
 def _datasets(dataset, quick, seed):
-    """(train, test) datasets: "digits" (DigitsDVS), "motion" (MotionDVS) or a (train, test) pair."""
+    """(train, test): "digits" (DigitsDVS), "motion" (MotionDVS), "fashion" (FashionDVS) or a given pair."""
     from data_tools import datasets as D
     if isinstance(dataset, tuple):
         train_set, test_set = dataset
-    elif dataset in ("digits", "motion"):
-        cls = D.DigitsDVS if dataset == "digits" else D.MotionDVS
+    elif dataset in ("digits", "motion", "fashion"):
+        cls = {"digits": D.DigitsDVS, "motion": D.MotionDVS, "fashion": D.FashionDVS}[dataset]
         train_set, test_set = cls(train=True, seed=seed), cls(train=False, seed=seed)
     else:
-        raise ValueError(f"run_pipeline: dataset must be 'digits', 'motion' or a (train, test) pair, got {dataset!r}")
+        raise ValueError(f"run_pipeline: dataset must be 'digits', 'motion', 'fashion' or a (train, test) pair, "
+                         f"got {dataset!r}")
     if quick:  # a seeded subset: about 300 training and 150 test samples
         rng = np.random.default_rng(seed)
         train_set = D.Subset(train_set, np.sort(rng.permutation(len(train_set))[:300]))
