@@ -89,8 +89,9 @@ def fit(model, train_loader, test_loader=None, epochs=10, lr=1e-3, optimizer=Non
             model.save(checkpoint)
         eta = (time.perf_counter() - t0) / epoch * (epochs - epoch)
         if log:
-            test = (f" | test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.2%} "
-                    f"spike rate {row['test_spike_rate']:.3f}") if test_loader is not None else ""
+            rate = row.get("test_spike_rate", float("nan"))
+            test = (f" | test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.2%}"
+                    + (f" spike rate {rate:.3f}" if np.isfinite(rate) else "")) if test_loader is not None else ""
             log(f"epoch {epoch}/{epochs} | train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2%}{test}"
                 f" | {row['seconds']:.1f}s, ETA {eta:.0f}s")
     return history
