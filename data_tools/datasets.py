@@ -273,6 +273,23 @@ class MotionDVS(_Packed):
         self._set(*pack(events), labels)
 
 
+def load(name, seed=0, n_train=None, n_test=None, **kwargs):
+    """(train, test) of an embedded/simulated dataset by name — "digits", "motion" or "fashion" — the one
+    place the method comparisons get their data. ``n_train`` / ``n_test`` take seeded subsets (for
+    "motion" they are the numbers of clips simulated); ``kwargs`` go to the dataset (e.g. ``size`` for motion).
+    """
+    if name == "motion":
+        return (MotionDVS(True, n_train or 500, seed, **kwargs), MotionDVS(False, n_test or 200, seed, **kwargs))
+    if name == "fashion":  # 70k images: convert only the first n_train / n_test
+        return FashionDVS(train=True, limit=n_train, seed=seed, **kwargs), FashionDVS(False, n_test, seed=seed, **kwargs)
+    if name != "digits":
+        raise ValueError(f"dataset must be 'digits', 'motion' or 'fashion', got {name!r}")
+    train, test = DigitsDVS(train=True, seed=seed, **kwargs), DigitsDVS(train=False, seed=seed, **kwargs)
+    rng = np.random.default_rng(seed)
+    pick = lambda ds, n: ds if n is None or n >= len(ds) else Subset(ds, np.sort(rng.permutation(len(ds))[:n]))
+    return pick(train, n_train), pick(test, n_test)
+
+
 def _missing(name, where, layout, source):
     return FileNotFoundError(f"{name}: no data found under {where}.\nExpected layout:\n{layout}\n"
                              f"Get it from {source} (minisnn never downloads).")

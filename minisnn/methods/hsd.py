@@ -247,21 +247,11 @@ def finetune(snn, ann, loader, T1, T2, epochs=1, lr=1e-4, tau=10.0, lam=1.0, skd
 
 
 def _datasets(dataset, quick, seed):
-    """(train, test): "digits" (DigitsDVS), "motion" (MotionDVS), "fashion" (FashionDVS) or a given pair."""
-    from data_tools import datasets as D
+    """(train, test): a dataset name (``data_tools.datasets.load``) or a given pair; ``quick``: 300 / 150 samples."""
+    from data_tools.datasets import load
     if isinstance(dataset, tuple):
-        train_set, test_set = dataset
-    elif dataset in ("digits", "motion", "fashion"):
-        cls = {"digits": D.DigitsDVS, "motion": D.MotionDVS, "fashion": D.FashionDVS}[dataset]
-        train_set, test_set = cls(train=True, seed=seed), cls(train=False, seed=seed)
-    else:
-        raise ValueError(f"run_pipeline: dataset must be 'digits', 'motion', 'fashion' or a (train, test) pair, "
-                         f"got {dataset!r}")
-    if quick:  # a seeded subset: about 300 training and 150 test samples
-        rng = np.random.default_rng(seed)
-        train_set = D.Subset(train_set, np.sort(rng.permutation(len(train_set))[:300]))
-        test_set = D.Subset(test_set, np.sort(rng.permutation(len(test_set))[:150]))
-    return train_set, test_set
+        return dataset
+    return load(dataset, seed, *((300, 150) if quick else (None, None)))
 
 
 def run_pipeline(dataset="digits", T1=5, T2s=(1, 2, 3, 5), epochs=4, quick=False, log=print, ft_epochs=2,

@@ -203,14 +203,11 @@ def evaluate_pruning(model, loader):
 
 
 def _datasets(dataset, quick, seed):
-    from data_tools.datasets import DigitsDVS, MotionDVS, Subset
+    """MotionDVS 600 / 200 clips at 34×34 (quick: 300 / 100 at 16×16) or DigitsDVS (quick: 300 / 150)."""
+    from data_tools.datasets import load
     if dataset == "motion":
-        n_train, n_test, size = (300, 100, 16) if quick else (600, 200, 34)
-        return MotionDVS(True, n_train, seed, size), MotionDVS(False, n_test, seed, size)
-    if dataset == "digits":
-        tr, te = DigitsDVS(train=True, seed=seed), DigitsDVS(train=False, seed=seed)
-        return (Subset(tr, np.arange(300)), Subset(te, np.arange(150))) if quick else (tr, te)
-    raise ValueError(f"run_comparison: dataset must be 'motion' or 'digits', got {dataset!r}")
+        return load("motion", seed, *((300, 100) if quick else (600, 200)), size=16 if quick else 34)
+    return load(dataset, seed, *((300, 150) if quick else (None, None)))
 
 
 def run_comparison(dataset="motion", epochs=None, quick=False, log=print, T=8, width=0.25, threshold=None,
