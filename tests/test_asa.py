@@ -154,6 +154,8 @@ def test_bad_arguments():
         ASA(4, 3)(ms.Tensor(np.zeros((5, 1, 3, 2, 2))))
     with pytest.raises(ValueError, match="T, channels"):
         ASA(0, 3)
+    with pytest.raises(ValueError, match="dataset"):
+        asa.run_comparison("nope", quick=True, log=None)
 
 
 def test_gate_placement_in_tasnn():

@@ -146,13 +146,9 @@ def asa_gate(T, mode="asa1", reduction=1, ste=True, rng=None):
 
 
 def _datasets(name, seed, limit):
-    from data_tools import datasets
-    if name == "digits":
-        return datasets.DigitsDVS(train=True, seed=seed), datasets.DigitsDVS(train=False, seed=seed)
-    if name == "fashion":
-        return (datasets.FashionDVS(train=True, limit=limit, seed=seed),
-                datasets.FashionDVS(train=False, limit=max(1, limit // 4) if limit else None, seed=seed))
-    raise ValueError(f"dataset must be 'digits', 'fashion' or 'all', got {name!r}")
+    """(train, test) via ``data_tools.datasets.load``; FashionDVS converts only ``limit`` / ``limit // 4`` images."""
+    from data_tools.datasets import load
+    return load(name, seed, *((limit, max(1, limit // 4)) if name == "fashion" else (None, None)))
 
 
 def _train_and_measure(train_ds, test_ds, gate, cfg, log):
@@ -178,8 +174,8 @@ def run_comparison(dataset="digits", epochs=5, T=8, width=0.25, mode="asa1", bat
                    quick=False, fashion_limit=3000, log=print):
     """Train TASNN without and with ASA (same seed, data and schedule) and report both side by side.
 
-    ``dataset``: "digits" (DigitsDVS), "fashion" (FashionDVS, first ``fashion_limit`` training images) or
-    "all" (both; FashionDVS skipped when its files are missing). ``quick``: 3 training batches, 64 test samples.
+    ``dataset``: "digits" (DigitsDVS), "fashion" (FashionDVS, first ``fashion_limit`` training images), "motion"
+    (MotionDVS) or "all" (digits and fashion; FashionDVS skipped when its files are missing). ``quick``: 3 training batches, 64 test samples.
     Returns {dataset: {"vanilla": row, mode: row, "delta_energy_pj": eq. 11}}, rows holding accuracy, nasfr,
     qe, mac, ac, energy_pj (per sample) and params.
     """
