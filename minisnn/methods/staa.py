@@ -96,6 +96,7 @@ class GCBlock(Module):
     The 1×1 convolutions act on [C, 1, 1] vectors (the key conv per position), so they are ``Linear``
     layers. Parameters: key C + 1, query C·C/r + C/r, LN 2·C/r, value C/r·C + C, i.e. 2·C·C/r plus the
     key conv, LN and biases (§4.3). The value layer starts at zero, as in GCNet, so Z = X at init.
+    Small layers: with C/r = 1 the LN output is its bias (the block adds a constant), with C/r = 2 it is ±1.
     """
 
     def __init__(self, channels, reduction=4, pooling="softmax", rng=None):
