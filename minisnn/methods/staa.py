@@ -262,32 +262,22 @@ def lif_neuron(channels=None):
 # ----------------------------------------------------------------------------- the comparison (paper §4)
 
 
-def _datasets(dataset, quick, seed):
-    from data_tools.datasets import DigitsDVS, MotionDVS, Subset
-    if dataset == "digits":
-        train_ds, test_ds = DigitsDVS(train=True, seed=seed), DigitsDVS(train=False, seed=seed)
-    elif dataset == "motion":
-        train_ds, test_ds = MotionDVS(True, 500, seed), MotionDVS(False, 200, seed)
-    else:
-        raise ValueError(f"dataset must be 'digits' or 'motion', got {dataset!r}")
-    if quick:
-        train_ds, test_ds = Subset(train_ds, np.arange(0, len(train_ds), 4)), Subset(test_ds, np.arange(0, len(test_ds), 2))
-    return train_ds, test_ds
-
-
 def run_comparison(dataset="digits", Ts=(2, 4, 8), epochs=None, quick=False, log=print, width=8, lr=3e-3,
                    batch_size=32, seed=0, tsrd=0.1, variants=None):
     """Train ConvSNN (``width``) with the plain LIF and with STAA-LIF at each T; report final test accuracy.
 
     The paper's claim (§4.2): STAA reaches better accuracy with fewer time steps. ``variants`` maps a
     name to a neuron factory builder ``T -> factory`` (default: "lif" and "staa"), which also runs
-    ablations. ``quick`` uses every 4th training / 2nd test sample. Same seed, data order and
-    initial conv weights for every variant. Returns {name: {T: {"accuracy", "spike_rate", "seconds"}}}.
+    ablations. ``dataset``: "digits", "motion" or "fashion" (``data_tools.datasets.load``); ``quick``: 320
+    training / 160 test samples, 2 epochs. Same seed, data order and initial conv weights for every variant.
+    Returns {name: {T: {"accuracy", "spike_rate", "seconds"}}}. Measured (4 epochs, width 8, seed 0), LIF vs
+    STAA at T = 2/4/8: DigitsDVS 92.8/93.3/93.0% vs 93.6/92.2/92.8%; MotionDVS 98.0/88.0/83.5% vs 99.0/85.0/77.5%.
     """
+    from data_tools.datasets import load
     from data_tools.loader import DataLoader
     epochs = epochs or (2 if quick else 4)
     variants = variants or {"lif": lambda T: lif_neuron, "staa": lambda T: staa_neuron(T, tsrd=tsrd)}
-    train_ds, test_ds = _datasets(dataset, quick, seed)
+    train_ds, test_ds = load(dataset, seed, *((320, 160) if quick else (None, None)))
     W, H, P = train_ds.sensor_size
     results = {name: {} for name in variants}
     for T in Ts:
