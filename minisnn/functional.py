@@ -164,13 +164,19 @@ def transpose(a, *axes):
 
 
 def getitem(a, idx):
-    """Basic or advanced indexing; repeated indices accumulate (np.add.at)."""
+    """Basic or advanced indexing. Basic indices (ints, slices) select each element at most once, so the
+    backward is a plain assignment; advanced indices may repeat, so they accumulate with np.add.at."""
     a = tensor(a)
     idx = tuple(i.data if isinstance(i, Tensor) else i for i in idx) if isinstance(idx, tuple) else idx
+    basic = all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis
+                for i in (idx if isinstance(idx, tuple) else (idx,)))
 
     def backward(g):
         ga = np.zeros_like(a.data)
-        np.add.at(ga, idx, g)
+        if basic:
+            ga[idx] = g
+        else:
+            np.add.at(ga, idx, g)
         return (ga,)
     return make(a.data[idx], (a,), backward)
 
