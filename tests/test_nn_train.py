@@ -126,8 +126,8 @@ def test_training_on_digits_beats_chance(digits, tmp_path):
     from data_tools.datasets import Subset
     sub = Subset(tr, np.random.default_rng(0).permutation(len(tr))[:480])
     assert len(sub) == 480 and np.array_equal(sub.labels[:5], [tr[int(i)][1] for i in sub.indices[:5]])
-    train_loader = DataLoader(sub, 32, 6, rng=np.random.default_rng(0))
-    test_loader = DataLoader(te, 128, 6, shuffle=False)
+    train_loader = DataLoader(sub, 32, 4, rng=np.random.default_rng(0))
+    test_loader = DataLoader(te, 128, 4, shuffle=False)
     model = models.ConvSNN(n_classes=10, width=8, rng=np.random.default_rng(0))
     hist = train.fit(model, train_loader, test_loader, epochs=3, lr=5e-3, checkpoint=tmp_path / "best.npz", log=None)
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
