@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from data_tools.events import EVENT_DTYPE, make_events, validate
-from data_tools.frames import frame_index, to_frames
+from data_tools.frames import frame_index
 from minisnn import models, nn
 from minisnn.methods import eventrpg as E
 
