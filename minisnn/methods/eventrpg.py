@@ -285,17 +285,9 @@ class EventRPGLoader:
 def _datasets(dataset, n_train, seed):
     """(train, test, geometric ops): MotionDVS's classes are directions, so flips and rotations, which
     change the class, are left out of its policy."""
-    from data_tools import datasets
-    if dataset == "digits":
-        train, test = datasets.DigitsDVS(train=True, seed=seed), datasets.DigitsDVS(train=False, seed=seed)
-        ops = augment.NDA_OPS
-    elif dataset == "motion":
-        train, test = datasets.MotionDVS(train=True, seed=seed), datasets.MotionDVS(False, 200, seed)
-        ops = tuple(o for o in augment.NDA_OPS if o not in ("flip_x", "rotate"))
-    else:
-        raise ValueError(f"dataset must be 'digits' or 'motion', got {dataset!r}")
-    if n_train is not None and n_train < len(train):
-        train = datasets.Subset(train, np.random.default_rng(seed).permutation(len(train))[:n_train])
+    from data_tools.datasets import load
+    train, test = load(dataset, seed, n_train, 200 if dataset == "motion" else None)
+    ops = tuple(o for o in augment.NDA_OPS if dataset != "motion" or o not in ("flip_x", "rotate"))
     return train, test, ops
 
 
