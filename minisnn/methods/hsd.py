@@ -270,7 +270,7 @@ def run_pipeline(dataset="digits", T1=5, T2s=(1, 2, 3, 5), epochs=4, quick=False
     if T1 < 1 or not T2s or min(T2s) < 1:
         raise ValueError(f"run_pipeline: T1 and every T2 must be >= 1, got T1={T1}, T2s={T2s}")
     train_set, test_set = _datasets(dataset, quick, seed)
-    (W, H, P), K, n_frames = train_set.sensor_size, len(train_set.classes), T1 + max(T2s)
+    (_, H, P), K, n_frames = train_set.sensor_size, len(train_set.classes), T1 + max(T2s)
     rng = np.random.default_rng(seed)
     tr = DataLoader(train_set, batch_size, n_frames, rng=rng)
     te = DataLoader(test_set, 128, n_frames, shuffle=False)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import models, neurons, train
-from ..autograd import Tensor, make, tensor
+from ..autograd import Tensor, tensor
 from ..nn import Linear, Module, Parameter, is_recording
 
 # ----------------------------------------------------------------------------- RECONSTRUCTED pieces
@@ -162,17 +162,6 @@ class StepAttention(Module):
 # ----------------------------------------------------------------------------- the neuron
 
 
-def unbind(x):
-    """[x[0], ..., x[T−1]] as T autograd nodes (same as ``x[t]``; the backward writes a slice, no np.add.at)."""
-    def step(t):
-        def backward(g):
-            grad = np.zeros_like(x.data)
-            grad[t] = g
-            return (grad,)
-        return make(x.data[t], (x,), backward)
-    return [step(t) for t in range(x.shape[0])]
-
-
 class STAALIF(neurons.BaseNeuron):
     """LIF with the spatial-temporal attention aggregator (eq. 6, 11–14) and TSRD; input [T, N, C, H, W].
 
@@ -218,7 +207,7 @@ class STAALIF(neurons.BaseNeuron):
         self.last_dropped = drop = tsrd_mask(self.T, self.tsrd, self.rng, self.training)
         h = Tensor(np.zeros(x.shape[1:], x.dtype))
         spikes, mems, posts = [], [], []
-        for t, (x_t, gx_t) in enumerate(zip(unbind(x), unbind(gx))):
+        for t, (x_t, gx_t) in enumerate(zip(x, gx)):
             if drop[t]:
                 v = h + x_t                                                     # TSRD: plain addition
             else:
