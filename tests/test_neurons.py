@@ -204,3 +204,8 @@ def test_backend_env_is_honoured(monkeypatch):
     assert core.backend() == "numpy"
     monkeypatch.delenv("MINISNN_BACKEND")
     assert core.backend() in ("c", "numpy")
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="CI builds the C core; elsewhere a missing compiler is allowed")
+def test_ci_uses_the_compiled_core():
+    assert core.backend() == "c", "the C extension did not build in CI (see the pip install log)"
