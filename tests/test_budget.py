@@ -46,3 +46,11 @@ def test_readme_quick_start_matches_ci():
     lines = [ln for ln in block.splitlines() if ln.strip()]
     assert len(lines) == 2, lines
     assert lines[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_python_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["loss"].requires_grad and scope["net"][0].weight.grad is not None
