@@ -133,7 +133,6 @@ def lif_backward(gs, gu, x, s, u, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_
     hard, vr = v_reset is not None, 0.0 if v_reset is None else float(v_reset)
     gx, gc, gd, gv = np.empty_like(x), np.empty(M, x.dtype), np.empty(M, x.dtype), np.empty(M, x.dtype)
     if backend() == "c":
-        gs = np.zeros_like(x) if gs is None else gs
         fn = _lib.lif_backward_float if x.dtype == np.float32 else _lib.lif_backward_double
         fn(_ptr(gs), _ptr(gu), _ptr(x), _ptr(s), _ptr(u), _ptr(gx), _ptr(gc), _ptr(gd), _ptr(gv), _ptr(c), _ptr(d),
            _ptr(h0), vec, T, M, v_th, vr, int(hard), v_rest, int(detach_reset), SURROGATES[surrogate], sg_param,
