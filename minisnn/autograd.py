@@ -7,6 +7,7 @@ topologically and **accumulates** gradients, so a weight used at every time step
 contribution per step. Only leaves (tensors created by the user, e.g. parameters) keep ``.grad``.
 """
 import contextlib
+import sys
 
 import numpy as np
 
@@ -103,14 +104,24 @@ class Tensor:
             g = grads.pop(id(node), None)
             if g is None:
                 continue
-            if node._backward is None:  # a leaf: keep the gradient
-                node.grad = g.copy() if node.grad is None else node.grad + g
+            if node._backward is None:  # a leaf: keep the gradient (its own array, never one shared with others)
+                node.grad = g if node.grad is None and _unshared(g) else g.copy() if node.grad is None else node.grad + g
                 continue
             for parent, pg in zip(node._parents, node._backward(g)):
                 if pg is None or not parent.requires_grad:
                     continue
                 key = id(parent)
                 grads[key] = pg if key not in grads else grads[key] + pg
+            pg = None  # the loop variable must not keep the last gradient alive (see _unshared)
+
+
+def _unshared(g):
+    """True when nothing else can see ``g``'s memory, so a leaf may keep it without a copy (saves a full pass):
+    ``g`` is referred to only by the caller's local name (+ this argument + getrefcount's own), and it owns its
+    memory or is a whole-array view (a reshape) of an array that only ``g`` refers to."""
+    if sys.getrefcount(g) > 3:
+        return False
+    return g.base is None or (g.base.base is None and g.base.size == g.size and sys.getrefcount(g.base) <= 2)
 
 
 def _topological_order(root):

@@ -53,6 +53,7 @@ def lif_fwd_bwd(shape=(16, 32, 16, 32, 32), repeats=7):
     g = np.ones(shape, np.float32)
 
     def run():
+        x.grad = None  # as a training step's zero_grad: time the op, not accumulating into an old .grad
         multistep_fused(x, 0.5, 0.5, surrogate=Sigmoid(4.0)).backward(g)
     return _median_ms(run, repeats)
 

@@ -114,17 +114,18 @@ def _lif_forward_numpy(x, s, u, h_all, c, d, h0, v_th, v_reset, hard, v_rest):
 # ----------------------------------------------------------------------------- LIF backward (BPTT)
 
 
-def lif_backward(gs, gu, x, s, u, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0,
+def lif_backward(gs, gu, x, u, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0,
                  detach_reset=False, surrogate="sigmoid", sg_param=4.0, param_grads=True):
     """Back-propagate through :func:`lif_forward`. ``gs``/``gu`` = dL/ds, dL/du (None = zero).
 
     Returns (dL/dx [T, M], dL/d(decay) [M], dL/d(gain) [M], dL/dv0 [M]); the per-neuron
     parameter gradients are summed over time (the caller sums them further to its parameter shape).
     ``param_grads=False`` skips dL/d(decay) and dL/d(gain) (returned as zeros): faster.
+    The spikes are not an argument: s[t] = (u[t] >= v_th) is recomputed, exactly as the forward fired.
     """
     x = _check_x(x)
     T, M = x.shape
-    for name, a in (("s", s), ("u", u), ("gs", gs), ("gu", gu)):
+    for name, a in (("u", u), ("gs", gs), ("gu", gu)):
         if a is not None:
             _check_block(name, a, x.dtype, x.shape)
     if surrogate not in SURROGATES:
@@ -134,12 +135,12 @@ def lif_backward(gs, gu, x, s, u, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_
     gx, gc, gd, gv = np.empty_like(x), np.empty(M, x.dtype), np.empty(M, x.dtype), np.empty(M, x.dtype)
     if backend() == "c":
         fn = _lib.lif_backward_float if x.dtype == np.float32 else _lib.lif_backward_double
-        fn(_ptr(gs), _ptr(gu), _ptr(x), _ptr(s), _ptr(u), _ptr(gx), _ptr(gc), _ptr(gd), _ptr(gv), _ptr(c), _ptr(d),
+        fn(_ptr(gs), _ptr(gu), _ptr(x), _ptr(u), _ptr(gx), _ptr(gc), _ptr(gd), _ptr(gv), _ptr(c), _ptr(d),
            _ptr(h0), vec, T, M, v_th, vr, int(hard), v_rest, int(detach_reset), SURROGATES[surrogate], sg_param,
            int(param_grads))
     else:
         f = x.dtype.type
-        _lif_backward_numpy(gs, gu, x, s, u, gx, gc, gd, gv, c, d, h0, f(v_th), f(vr), hard, f(v_rest),
+        _lif_backward_numpy(gs, gu, x, u, gx, gc, gd, gv, c, d, h0, f(v_th), f(vr), hard, f(v_rest),
                             detach_reset, surrogate, f(sg_param))
     return gx, gc, gd, gv
 
@@ -156,8 +157,9 @@ def surrogate_grad(x, kind, a):
     return np.maximum(a - np.abs(x), 0) / (a * a)
 
 
-def _lif_backward_numpy(gs, gu, x, s, u, gx, gc, gd, gv, c, d, h0, v_th, v_reset, hard, v_rest, detach, kind, a):
+def _lif_backward_numpy(gs, gu, x, u, gx, gc, gd, gv, c, d, h0, v_th, v_reset, hard, v_rest, detach, kind, a):
     keep = 0 if detach else 1
+    s = (u >= v_th).astype(x.dtype)
     gh = np.zeros(x.shape[1], x.dtype)
     gc[:] = 0
     gd[:] = 0

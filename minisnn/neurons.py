@@ -121,7 +121,7 @@ def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, s
         g = np.ascontiguousarray(g)
         gs, gu = (g, None) if output == "spike" else (None, g) if output == "membrane" else (g[0], g[1])
         gs, gu = (None if a is None else a.reshape(T, M) for a in (gs, gu))
-        gx, gc, gd, gv = core.lif_backward(gs, gu, x2, s, u, *flat, **kw, detach_reset=detach_reset,
+        gx, gc, gd, gv = core.lif_backward(gs, gu, x2, u, *flat, **kw, detach_reset=detach_reset,
                                            surrogate=surrogate.kind, sg_param=surrogate.param,
                                            param_grads=params[0].requires_grad or params[1].requires_grad)
         return (gx.reshape(x.shape),) + tuple(unbroadcast(a.reshape(step), p.shape) for a, p in zip((gc, gd, gv), params))

@@ -153,6 +153,24 @@ def test_gradient_accumulates_over_uses():
     np.testing.assert_allclose(w.grad, [15.0])
 
 
+def test_leaf_gradients_own_their_memory():
+    """Leaves keep a fresh gradient without a copy, but never one another array (or the caller) can see."""
+    x, y = (ms.Tensor(np.ones((2, 3)), requires_grad=True) for _ in range(2))
+    (x + y).sum().backward()            # add hands the same array to both parents
+    assert not np.shares_memory(x.grad, y.grad)
+    x.grad = y.grad = None
+    g = np.full((2, 3), 2.0)
+    (x + y).backward(g)                 # the caller's array
+    assert not np.shares_memory(x.grad, g) and not np.shares_memory(y.grad, g)
+    x.grad = None
+    z = x.reshape(3, 2)                 # a view of the leaf's data: its gradient is a view of g
+    z.backward(g.reshape(3, 2))
+    assert not np.shares_memory(x.grad, g)
+    x.grad = None
+    (x * 3.0).sum().backward()          # a fresh product: kept as is (no copy), and correct
+    np.testing.assert_array_equal(x.grad, np.full((2, 3), 3.0))
+
+
 def test_diamond_graph_order():
     """A node reached through two paths gets both contributions before propagating further."""
     x = ms.Tensor(np.array(1.5), requires_grad=True)

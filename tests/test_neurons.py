@@ -84,7 +84,7 @@ def test_c_kernels_equal_numpy_twins(dtype, hard, kind):
     for be in ("c", "numpy"):
         os.environ["MINISNN_BACKEND"] = be
         s, u, h = core.lif_forward(x, decay, 0.7, 0.3, **kw, return_h=True)
-        grads = core.lif_backward(gs, gu, x, s, u, decay, 0.7, 0.3, **kw, surrogate=kind, sg_param=1.3)
+        grads = core.lif_backward(gs, gu, x, u, decay, 0.7, 0.3, **kw, surrogate=kind, sg_param=1.3)
         out[be] = (s, u, h) + grads
     del os.environ["MINISNN_BACKEND"]
     np.testing.assert_array_equal(out["c"][0], out["numpy"][0])  # identical spikes
@@ -188,9 +188,9 @@ def test_c_boundary_rejects_bad_input():
         core.lif_forward(x, 0.5, 0.5, v0=np.nan)
     s, u = core.lif_forward(x, 0.5, 0.5)
     with pytest.raises(ValueError, match="gs"):
-        core.lif_backward(np.zeros((3, 4), np.float64), None, x, s, u, 0.5, 0.5)
+        core.lif_backward(np.zeros((3, 4), np.float64), None, x, u, 0.5, 0.5)
     with pytest.raises(ValueError, match="surrogate"):
-        core.lif_backward(None, None, x, s, u, 0.5, 0.5, surrogate="nope")
+        core.lif_backward(None, None, x, u, 0.5, 0.5, surrogate="nope")
     with pytest.raises(TypeError, match="x must be a numpy array"):
         core.lif_forward([[1.0]], 0.5, 0.5)
     with pytest.raises(ValueError, match="gamma"):
