@@ -4,9 +4,35 @@ Every op takes Tensors (or arrays/scalars, promoted with :func:`tensor`) and ret
 backward closure receives ``g = dL/d(out)`` and returns one gradient per parent (``None`` = no
 gradient). Broadcasting is undone by :func:`unbroadcast`. All ops preserve float64.
 """
+import concurrent.futures
+import os
+
 import numpy as np
 
 from .autograd import Tensor, make, tensor, unbroadcast
+
+# ----------------------------------------------------------------------------- cache-sized chunks on every core
+
+CHUNK_BYTES = 1 << 21   # ~ one core's L2 cache; tests shrink it to 1 (one image per chunk)
+NUM_THREADS = max(1, int(os.environ.get("MINISNN_NUM_THREADS", os.cpu_count() or 1)))
+_POOL = []
+
+
+def chunked(fn, n, item_bytes):
+    """Run ``fn(n0, n1)`` over consecutive chunks of ``range(n)`` of about CHUNK_BYTES each; return the results.
+
+    The image ops (conv, batch norm, pools) work chunk by chunk so that a chunk's temporaries stay in cache,
+    and the chunks run on NUM_THREADS threads (NumPy and BLAS release the GIL). ``fn`` must write only its
+    own slice; results come back in chunk order, so sums over them do not depend on the thread count.
+    """
+    step = int(np.clip(CHUNK_BYTES // (item_bytes or 1), 1, n or 1))   # (max and sum are ops in this module)
+    ranges = [(i, min(i + step, n)) for i in range(0, n, step)]
+    if NUM_THREADS == 1 or len(ranges) == 1:
+        return [fn(*r) for r in ranges]
+    if not _POOL:
+        _POOL.append(concurrent.futures.ThreadPoolExecutor(NUM_THREADS, thread_name_prefix="minisnn"))
+    return list(_POOL[0].map(lambda r: fn(*r), ranges))
+
 
 # ----------------------------------------------------------------------------- elementwise
 
@@ -262,118 +288,160 @@ def _pair(v, name):
     return int(v[0]), int(v[1])
 
 
-def _conv_geometry(x, kh, kw, stride, ph, pw):
-    """Padded input in [C, N, Hp·Wq] layout and the output grid.
+class _ConvGeometry:
+    """Output grid, im2col and col2im of a conv2d, for one chunk of images at a time (see :func:`chunked`).
 
     Stride 1 uses "wide rows": the output is computed on Wq = Wp columns (the last kw − 1 are junk and
     dropped), so the input meeting kernel tap (a, b) is ONE contiguous slice at offset a·Wp + b of each
-    flattened padded image — im2col and col2im copy long rows instead of short strided ones. One extra
-    zero row at the bottom keeps the last slice inside the buffer. Stride > 1: Wq = Wo, strided slices.
+    flattened padded image. One extra zero row at the bottom keeps the last slice inside the buffer.
+    Stride > 1: Wq = Wo, strided slices.
     """
-    N, C, H, W = x.shape
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    Ho, Wo = _out_size(Hp, kh, stride, "conv2d"), _out_size(Wp, kw, stride, "conv2d")
-    wide = stride == 1
-    xp = np.zeros((C, N, Hp + wide, Wp), x.dtype)
-    xp[:, :, ph:ph + H, pw:pw + W] = x.transpose(1, 0, 2, 3)
-    return xp, Ho, Wo, (Wp if wide else Wo)
 
+    def __init__(self, shape, kh, kw, stride, ph, pw):
+        _, self.C, self.H, self.W = shape
+        self.Hp, self.Wp = self.H + 2 * ph, self.W + 2 * pw
+        self.Ho, self.Wo = _out_size(self.Hp, kh, stride, "conv2d"), _out_size(self.Wp, kw, stride, "conv2d")
+        self.Wq = self.Wp if stride == 1 else self.Wo
+        self.K, self.L = self.C * kh * kw, self.Ho * self.Wq
+        self.kh, self.kw, self.s, self.ph, self.pw = kh, kw, stride, ph, pw
 
-def _tap(xp, a, b, stride, Ho, Wo, Wq):
-    """The view of padded input [C, N, Hp(+1), Wp] that meets kernel tap (a, b): [C, N, Ho·Wq] or [C, N, Ho, Wo]."""
-    if Wq != Wo:  # wide rows (stride 1)
-        flat = xp.reshape(xp.shape[0], xp.shape[1], -1)
-        return flat[:, :, a * Wq + b: a * Wq + b + Ho * Wq]
-    return xp[:, :, a:a + stride * Ho:stride, b:b + stride * Wo:stride]
+    def tap(self, xp, a, b):
+        """The view of padded images [m, C, Hp(+1), Wp] that meets kernel tap (a, b): [m, C, Ho, Wq]."""
+        m, C = xp.shape[:2]
+        if self.s == 1:
+            return xp.reshape(m, C, -1)[:, :, a * self.Wq + b: a * self.Wq + b + self.L].reshape(m, C, self.Ho, self.Wq)
+        return xp[:, :, a:a + self.s * self.Ho:self.s, b:b + self.s * self.Wo:self.s]
+
+    def padded(self, m, dtype):
+        return np.zeros((m, self.C, self.Hp + (self.s == 1), self.Wp), dtype)
+
+    def inner(self, xp):
+        return xp[:, :, self.ph:self.ph + self.H, self.pw:self.pw + self.W]
+
+    def im2col(self, x):
+        """cols [m, C·kh·kw, Ho·Wq] of images x [m, C, H, W]: cols[i, (c, a, b)] = tap (a, b) of channel c."""
+        xp = self.padded(len(x), x.dtype)
+        self.inner(xp)[...] = x
+        cols = np.empty((len(x), self.C, self.kh, self.kw, self.Ho, self.Wq), x.dtype)
+        for a in range(self.kh):
+            for b in range(self.kw):
+                cols[:, :, a, b] = self.tap(xp, a, b)
+        return cols.reshape(len(x), self.K, self.L)
+
+    def col2im(self, dcols):
+        """The adjoint of im2col: add every tap's slice of dcols [m, C·kh·kw, Ho·Wq] back into the images."""
+        dcols = dcols.reshape(len(dcols), self.C, self.kh, self.kw, self.Ho, self.Wq)
+        gxp = self.padded(len(dcols), dcols.dtype)
+        for a in range(self.kh):
+            for b in range(self.kw):
+                self.tap(gxp, a, b)[...] += dcols[:, :, a, b]
+        return self.inner(gxp)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D cross-correlation: out[n,o,i,j] = Σ_{c,a,b} w[o,c,a,b]·x_pad[n,c,s·i+a,s·j+b] + bias[o].
 
-    Forward: im2col — cols[c,a,b,n,i,j] = x_pad[n,c,s·i+a,s·j+b], one slice of the padded input per kernel
-    tap (see :func:`_conv_geometry`) — then ONE GEMM  W[O, C·kh·kw] @ cols[C·kh·kw, N·Ho·Wq].
-    Backward: dW = g[O, N·Ho·Wq] @ colsᵀ (one GEMM); dx: dcols = Wᵀ @ g (one GEMM), then a loop over the
-    kh·kw kernel taps adds each slice of dcols back into the padded input gradient (col2im, no np.add.at).
+    Forward, per cache-sized chunk of images (:func:`chunked`): im2col cols[n, (c,a,b), (i,j)] = x_pad[n, c,
+    s·i+a, s·j+b], then one batched GEMM  W[O, C·kh·kw] @ cols[m, C·kh·kw, Ho·Wq] → [m, O, Ho·Wq], already NCHW.
+    Backward, per chunk, with the columns recomputed (cheaper than storing them: 88 MB less for ConvSNN):
+    dW = Σ_n g[n] @ cols[n]ᵀ;  dx = col2im(Wᵀ @ g), a loop over the kh·kw kernel taps (no np.add.at).
     """
     x = tensor(x)
     ph, pw = _pair(padding, "padding")
     O, C, kh, kw = weight.shape
     if x.ndim != 4 or x.shape[1] != C:
         raise ValueError(f"conv2d: input must be [N, {C}, H, W], got {x.shape}")
-    N, _, H, W = x.shape
-    xp, Ho, Wo, Wq = _conv_geometry(x.data, kh, kw, stride, ph, pw)
-    cols = np.empty((C, kh, kw, N, Ho * Wq), dtype=x.dtype)
-    for a in range(kh):
-        for b in range(kw):
-            cols[:, a, b] = _tap(xp, a, b, stride, Ho, Wo, Wq).reshape(C, N, -1)
-    cols = cols.reshape(C * kh * kw, N * Ho * Wq)
-    w2 = weight.data.reshape(O, -1)
-    out = (w2 @ cols).reshape(O, N, Ho, Wq)[..., :Wo].transpose(1, 0, 2, 3)   # NCHW view; copied below
-    out = out + bias.data.reshape(1, O, 1, 1) if bias is not None else np.ascontiguousarray(out)
-    parents = (x, weight) + ((bias,) if bias is not None else ())
+    geo, N = _ConvGeometry(x.shape, kh, kw, stride, ph, pw), x.shape[0]
+    w2, item = weight.data.reshape(O, -1), geo.K * geo.L * x.data.itemsize   # item: one image's columns
+    out = np.empty((N, O, geo.Ho, geo.Wo), x.dtype)
+
+    def forward(n0, n1):
+        r = (w2 @ geo.im2col(x.data[n0:n1])).reshape(n1 - n0, O, geo.Ho, geo.Wq)[..., :geo.Wo]
+        out[n0:n1] = r if bias is None else r + bias.data.reshape(O, 1, 1)
+    chunked(forward, N, item)
 
     def backward(g):
-        g2 = np.zeros((O, N, Ho, Wq), g.dtype)   # the junk columns of the wide grid get zero gradient
-        g2[..., :Wo] = g.transpose(1, 0, 2, 3)
-        g2 = g2.reshape(O, -1)
-        # dW = g2 @ colsᵀ, computed as (cols @ g2ᵀ)ᵀ: the same numbers, but OpenBLAS is up to 30x faster for it
-        gw = (cols @ g2.T).T.reshape(weight.shape) if weight.requires_grad else None
-        gx = None
-        if x.requires_grad:
-            dcols = (w2.T @ g2).reshape(C, kh, kw, N, Ho * Wq)
-            gxp = np.zeros_like(xp)
-            for a in range(kh):
-                for b in range(kw):
-                    tap = _tap(gxp, a, b, stride, Ho, Wo, Wq)
-                    tap += dcols[:, a, b].reshape(tap.shape)
-            gx = gxp[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
-        return (gx, gw) + ((g2.sum(1),) if bias is not None else ())
-    return make(out, parents, backward)
+        gx = np.empty_like(x.data) if x.requires_grad else None
+
+        def chunk(n0, n1):
+            g2 = np.zeros((n1 - n0, O, geo.Ho, geo.Wq), g.dtype)   # the wide grid's junk columns: zero gradient
+            g2[..., :geo.Wo] = g[n0:n1]
+            g2 = g2.reshape(n1 - n0, O, geo.L)
+            if x.requires_grad:
+                gx[n0:n1] = geo.col2im(w2.T @ g2)
+            return (g2 @ geo.im2col(x.data[n0:n1]).transpose(0, 2, 1)).sum(0) if weight.requires_grad else None
+        gw = chunked(chunk, N, item)
+        gw = np.sum(gw, axis=0).reshape(weight.shape) if weight.requires_grad else None
+        return (gx, gw) + ((_chan_sum(g),) if bias is not None else ())
+    return make(out, (x, weight) + ((bias,) if bias is not None else ()), backward)
 
 
-def _pool(x, kernel_size, stride, kind):
-    """Pooling as a loop over the k×k kernel offsets, each a strided slice of the input (no window copies)."""
+def _pool_args(x, kernel_size, stride, kind):
     x = tensor(x)
     kh, kw = _pair(kernel_size, "kernel_size")
     s = kh if stride is None else int(stride)
     if x.ndim != 4:
         raise ValueError(f"{kind}_pool2d: input must be [N, C, H, W], got {x.shape}")
     Ho, Wo = _out_size(x.shape[2], kh, s, f"{kind}_pool2d"), _out_size(x.shape[3], kw, s, f"{kind}_pool2d")
-    out, arg = None, None
-    for a, b, sl in _offsets(kh, kw, s, Ho, Wo):
-        v = x.data[sl]
-        if out is None:
-            out, arg = v.copy(), np.zeros(v.shape, np.int8 if kh * kw < 128 else np.int32)
-        elif kind == "avg":
-            out += v
-        else:  # strictly greater: ties go to the first offset
-            better = v > out
-            np.copyto(out, v, where=better)
-            arg[better] = a * kw + b
-    if kind == "avg":
-        out *= 1.0 / (kh * kw)
+    return x, kh, kw, s, Ho, Wo
+
+
+def avg_pool2d(x, kernel_size, stride=None):
+    """Mean over k×k windows (stride defaults to k); the backward spreads g/k² over each window.
+
+    Separable, per cache-sized chunk of images (:func:`chunked`): sum the kh rows of each window (slices
+    with contiguous rows), then the kw columns; the backward spreads g over columns, then over rows.
+    """
+    x, kh, kw, s, Ho, Wo = _pool_args(x, kernel_size, stride, "avg")
+    rows = lambda a: (slice(None), slice(None), slice(a, a + s * Ho, s))   # noqa: E731  input rows of offset a
+    cols = lambda b: (Ellipsis, slice(b, b + s * Wo, s))                    # noqa: E731  columns of offset b
+    out, item = np.empty(x.shape[:2] + (Ho, Wo), x.dtype), x.data[:1].nbytes
+
+    def forward(n0, n1):
+        xc = x.data[n0:n1]
+        r = xc[rows(0)] + xc[rows(1)] if kh == 2 else np.add.reduce([xc[rows(a)] for a in range(kh)])
+        out[n0:n1] = np.add.reduce([r[cols(b)] for b in range(kw)]) * (1.0 / (kh * kw))
+    chunked(forward, len(x.data), item)
+    disjoint = s >= kh and s >= kw   # each input meets at most one window: assign instead of add
 
     def backward(g):
-        gx = np.zeros_like(x.data)
-        g_avg = g * (1.0 / (kh * kw)) if kind == "avg" else None
-        for a, b, sl in _offsets(kh, kw, s, Ho, Wo):
-            contrib = g_avg if kind == "avg" else g * (arg == a * kw + b)
-            if s >= kh and s >= kw:  # windows do not overlap: each input meets one window
-                gx[sl] = contrib
-            else:
-                gx[sl] += contrib
+        gx = np.empty_like(x.data)
+
+        def chunk(n0, n1):
+            gk, gxc = g[n0:n1] * (1.0 / (kh * kw)), gx[n0:n1]
+            r = np.zeros(gk.shape[:3] + (x.shape[3],), g.dtype)
+            for b in range(kw):
+                r[cols(b)] = gk if disjoint else r[cols(b)] + gk
+            if not disjoint or s * Ho != x.shape[2]:
+                gxc[...] = 0
+            for a in range(kh):
+                gxc[rows(a)] = r if disjoint else gxc[rows(a)] + r
+        chunked(chunk, len(x.data), item)
         return (gx,)
     return make(out, (x,), backward)
 
 
-def avg_pool2d(x, kernel_size, stride=None):
-    """Mean over k×k windows (stride defaults to k); the backward spreads g/k² over each window."""
-    return _pool(x, kernel_size, stride, "avg")
-
-
 def max_pool2d(x, kernel_size, stride=None):
-    """Max over k×k windows; the backward routes g to the (first) arg-max of each window."""
-    return _pool(x, kernel_size, stride, "max")
+    """Max over k×k windows; the backward routes g to the (first) arg-max of each window.
+
+    A loop over the k×k kernel offsets, each a strided slice of the input (no window copies)."""
+    x, kh, kw, s, Ho, Wo = _pool_args(x, kernel_size, stride, "max")
+    out, arg = None, np.zeros((x.shape[0], x.shape[1], Ho, Wo), np.int8 if kh * kw < 128 else np.int32)
+    for a, b, sl in _offsets(kh, kw, s, Ho, Wo):
+        v = x.data[sl]
+        if out is None:
+            out = v.copy()
+        else:  # strictly greater: ties go to the first offset
+            better = v > out
+            np.copyto(out, v, where=better)
+            arg[better] = a * kw + b
+
+    def backward(g):
+        gx = np.zeros_like(x.data)
+        for a, b, sl in _offsets(kh, kw, s, Ho, Wo):
+            gx[sl] += g * (arg == a * kw + b)
+        return (gx,)
+    return make(out, (x,), backward)
 
 
 def _adaptive_matrix(n_in, n_out, dtype):
@@ -402,9 +470,24 @@ def _chan_sum(a):
     return a.reshape(a.shape[0], a.shape[1], -1).sum(-1).sum(0)
 
 
-def _chan_dot(a, b):
-    """Σ over every axis but 1 of a·b, without materialising the product."""
-    return np.einsum("ncl,ncl->c", a.reshape(a.shape[0], a.shape[1], -1), b.reshape(b.shape[0], b.shape[1], -1))
+def _rows(v, x):
+    """A per-channel vector as rows [C, L] matching x [N, C, L]: NumPy runs x ∘ rows twice as fast as x ∘ v[:, None]."""
+    return np.repeat(np.asarray(v, x.dtype), x.shape[2]).reshape(x.shape[1], x.shape[2])
+
+
+def _chan_moments(x):
+    """Per-channel (mean, biased variance) of x [N, C, L] over N and L, in ONE pass over memory: each chunk's
+    mean and centred sum of squares (in cache), merged in float64 (Chan et al.'s parallel update)."""
+    def chunk(n0, n1):
+        xc = x[n0:n1]
+        mean = xc.sum(-1).sum(0) / (xc.size // x.shape[1])   # pairwise sums along the contiguous axis
+        d = xc - _rows(mean, x)
+        return xc.size // x.shape[1], mean.astype(np.float64), np.einsum("ncl,ncl->c", d, d).astype(np.float64)
+    n, mean, m2 = 0, 0.0, 0.0
+    for k, mk, m2k in chunked(chunk, len(x), x[:1].nbytes):
+        delta = mk - mean
+        mean, m2, n = mean + delta * k / (n + k), m2 + m2k + delta ** 2 * n * k / (n + k), n + k
+    return mean, m2 / n
 
 
 def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
@@ -412,36 +495,50 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
 
     Training: μ, σ² of the batch (so over T·N·H·W for folded sequences), running stats updated in place
     with the unbiased variance (PyTorch's convention). Eval: running stats, a per-channel affine map.
-    Backward (training): dx = γ/√(σ² + ε) · (g − mean(g) − x̂·mean(g·x̂)), means per channel.
+    Backward: dx = scale·g − scale·mean(g) − x̂·scale·mean(g·x̂) with scale = γ/√(σ² + ε) (eval: dx = scale·g).
+    Every pass runs over cache-sized chunks of the batch (:func:`chunked`); x̂ is recomputed, never stored.
     """
     x = tensor(x)
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    n = x.size // x.shape[1]
+    C, n = x.shape[1], x.size // x.shape[1]
+    xd = np.ascontiguousarray(x.data).reshape(len(x.data), C, -1)
     if training:
-        mu = _chan_sum(x.data) / n
-        xhat = x.data - mu.reshape(shape)
-        var = _chan_dot(xhat, xhat) / n
+        mu, var = _chan_moments(xd)
         running_mean *= 1 - momentum
         running_mean += momentum * mu
         running_var *= 1 - momentum
         running_var += momentum * var * n / (n - 1 if n > 1 else 1)
     else:
-        mu, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
-        xhat = x.data - mu.reshape(shape)
-    inv = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
-    xhat *= inv.reshape(shape)
-    out = xhat * weight.data.reshape(shape)
-    out += bias.data.reshape(shape)
+        mu, var = running_mean, running_var
+    inv = 1.0 / np.sqrt(var + eps)
+    scale = weight.data * inv
+    mu_r, scale_r, shift_r = _rows(mu, xd), _rows(scale, xd), _rows(bias.data - mu * scale, xd)
+    out, item = np.empty_like(xd), xd[:1].nbytes
+
+    def forward(n0, n1):   # y = x·scale + (β − μ·scale)
+        np.multiply(xd[n0:n1], scale_r, out=out[n0:n1])
+        out[n0:n1] += shift_r
+    chunked(forward, len(xd), item)
 
     def backward(g):
-        gb, gw = _chan_sum(g), _chan_dot(g, xhat)
-        scale = weight.data * inv
-        gx = g * scale.reshape(shape)
-        if training:  # gx = scale·g − scale·mean(g) − x̂·scale·mean(g·x̂)
-            gx -= xhat * (scale * gw / n).reshape(shape)
-            gx -= (scale * gb / n).reshape(shape)
-        return gx, gw, gb
-    return make(out, (x, weight, bias), backward)
+        g = g.reshape(xd.shape)
+        sums = chunked(lambda n0, n1: (g[n0:n1].sum(-1).sum(0), np.einsum("ncl,ncl->c", g[n0:n1], xd[n0:n1] - mu_r)),
+                       len(xd), item)
+        gb, gw = np.sum([s[0] for s in sums], axis=0), np.sum([s[1] for s in sums], axis=0) * inv.astype(g.dtype)
+        a_r, b_r = _rows(-scale * inv * gw / n, xd), _rows(-scale * gb / n, xd)
+        gx = np.empty_like(xd)
+
+        def chunk(n0, n1):  # gx = scale·g + [(x − μ)·(−scale·inv·mean(g·x̂)) − scale·mean(g)]   (training)
+            gc, gxc = g[n0:n1], gx[n0:n1]
+            if training:
+                np.subtract(xd[n0:n1], mu_r, out=gxc)
+                gxc *= a_r
+                gxc += b_r
+                gxc += gc * scale_r
+            else:
+                np.multiply(gc, scale_r, out=gxc)
+        chunked(chunk, len(xd), item)
+        return gx.reshape(x.shape), gw, gb
+    return make(out.reshape(x.shape), (x, weight, bias), backward)
 
 
 def layer_norm(x, axes, weight=None, bias=None, eps=1e-5):

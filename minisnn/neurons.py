@@ -96,13 +96,13 @@ def _as_param(v, dtype):
 
 
 def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, surrogate=None,
-                    detach_reset=False, output="spike"):
+                    detach_reset=False, output="spike", trace=None):
     """The whole sequence as ONE autograd node: forward and BPTT over T run in the C core.
 
     ``x`` is [T, N, ...]; ``decay``, ``gain``, ``v0`` are floats or Tensors broadcastable to one step
     ([N, ...]); their gradients are summed back to their own shapes. ``output`` is ``"spike"`` (s),
     ``"membrane"`` (u, pre-reset) or ``"both"`` (a [2, T, N, ...] stack of s and u); the backward
-    takes gradients with respect to both. Sets ``multistep_fused.last = (s, u)`` arrays for recording.
+    takes gradients with respect to both. A dict passed as ``trace`` receives the arrays ``s`` and ``u``.
     """
     x = tensor(x)
     surrogate = surrogate or Sigmoid()
@@ -125,15 +125,16 @@ def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, s
                                            surrogate=surrogate.kind, sg_param=surrogate.param,
                                            param_grads=params[0].requires_grad or params[1].requires_grad)
         return (gx.reshape(x.shape),) + tuple(unbroadcast(a.reshape(step), p.shape) for a, p in zip((gc, gd, gv), params))
-    multistep_fused.last = (s.reshape(x.shape), u.reshape(x.shape))
+    if trace is not None:
+        trace.update(s=s.reshape(x.shape), u=u.reshape(x.shape))
     return make(out.reshape((2,) * (output == "both") + x.shape), [x] + params, backward)
 
 
 def multistep_unrolled(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, surrogate=None,
-                       detach_reset=False, output="spike"):
+                       detach_reset=False, output="spike", trace=None):
     """The same neuron as a Python loop over t of ordinary autograd ops (reference semantics).
 
-    Returns the same as :func:`multistep_fused`; also sets ``multistep_unrolled.last = (s, u)``.
+    Returns the same as :func:`multistep_fused` and fills ``trace`` the same way.
     """
     x = tensor(x)
     surrogate = surrogate or Sigmoid()
@@ -146,7 +147,8 @@ def multistep_unrolled(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0
         h = u * (1 - r) + v_reset * r if v_reset is not None else u - v_th * r
         spikes.append(s)
         mems.append(u)
-    multistep_unrolled.last = (np.stack([s.data for s in spikes]), np.stack([u.data for u in mems]))
+    if trace is not None:
+        trace.update(s=np.stack([s.data for s in spikes]), u=np.stack([u.data for u in mems]))
     if output == "spike":
         return F.stack(spikes)
     return F.stack(mems) if output == "membrane" else F.stack([F.stack(spikes), F.stack(mems)])
@@ -184,10 +186,10 @@ class BaseNeuron(Module):
         if x.ndim < 2:
             raise ValueError(f"{type(self).__name__}: input must be time-first [T, N, ...], got shape {x.shape}")
         decay, gain = self.coefficients()
-        run = multistep_fused if self.fused else multistep_unrolled
+        run, trace = multistep_fused if self.fused else multistep_unrolled, {}
         out = run(x, decay, gain, self.v0, self.v_threshold, self.v_reset, self.v_rest, self.surrogate,
-                  self.detach_reset, "membrane" if self.output == "analog" else "spike")
-        s, u = run.last
+                  self.detach_reset, "membrane" if self.output == "analog" else "spike", trace)
+        s, u = trace["s"], trace["u"]
         self.n_neurons = int(np.prod(s.shape[2:]))
         self.spike_rate = None if self.training else float(s.mean())
         self.extras = None  # membranes are kept only while recording (nn.recording())

@@ -64,33 +64,42 @@ def test_op_gradients(name):
     check_grad(fn, *args)
 
 
+@pytest.fixture(params=["one chunk", "chunk of 1 image"])
+def chunks(request, monkeypatch):
+    """Image ops work on cache-sized chunks of the batch: check both one chunk and one image per chunk."""
+    if request.param != "one chunk":
+        monkeypatch.setattr(F, "CHUNK_BYTES", 1)
+
+
 @pytest.mark.parametrize("stride,padding,bias", [(1, 0, True), (1, 1, False), (2, 1, True), (2, (0, 2), True)])
-def test_conv2d_gradient(stride, padding, bias):
-    args = [rnd(2, 3, 7, 6), rnd(4, 3, 3, 2)] + ([rnd(4)] if bias else [])
+def test_conv2d_gradient(stride, padding, bias, chunks):
+    args = [rnd(3, 3, 7, 6), rnd(4, 3, 3, 2)] + ([rnd(4)] if bias else [])
     check_grad(lambda x, w, *b: F.conv2d(x, w, b[0] if b else None, stride, padding), *args)
 
 
-def test_conv2d_matches_direct_loop():
-    x, w, b = rnd(2, 3, 6, 5), rnd(4, 3, 3, 3), rnd(4)
-    out = F.conv2d(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b), stride=2, padding=1).data
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_matches_direct_loop(stride, chunks):
+    x, w, b = rnd(3, 3, 6, 5), rnd(4, 3, 3, 3), rnd(4)
+    out = F.conv2d(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b), stride=stride, padding=1).data
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     ref = np.zeros(out.shape)
-    for n in range(2):
+    s = stride
+    for n in range(3):
         for o in range(4):
             for i in range(out.shape[2]):
                 for j in range(out.shape[3]):
-                    ref[n, o, i, j] = np.sum(xp[n, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3] * w[o]) + b[o]
+                    ref[n, o, i, j] = np.sum(xp[n, :, s * i:s * i + 3, s * j:s * j + 3] * w[o]) + b[o]
     np.testing.assert_allclose(out, ref, atol=1e-12)
 
 
 @pytest.mark.parametrize("op", ["avg", "max"])
 @pytest.mark.parametrize("k,s", [(2, None), (3, 2), (2, 1)])
-def test_pool_gradients(op, k, s):
+def test_pool_gradients(op, k, s, chunks):
     fn = F.avg_pool2d if op == "avg" else F.max_pool2d
     check_grad(lambda x: fn(x, k, s), rnd(2, 3, 7, 6))
 
 
-def test_pool_values():
+def test_pool_values(chunks):
     x = np.arange(16.0).reshape(1, 1, 4, 4)
     np.testing.assert_array_equal(F.avg_pool2d(ms.Tensor(x), 2).data[0, 0], [[2.5, 4.5], [10.5, 12.5]])
     np.testing.assert_array_equal(F.max_pool2d(ms.Tensor(x), 2).data[0, 0], [[5, 7], [13, 15]])
@@ -105,7 +114,7 @@ def test_adaptive_avg_pool():
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_gradient(training):
+def test_batch_norm_gradient(training, chunks):
     rm, rv = R.normal(size=3), R.uniform(0.5, 2, 3)
 
     def fn(x, w, b):
@@ -113,7 +122,7 @@ def test_batch_norm_gradient(training):
     check_grad(fn, rnd(4, 3, 2, 2), rnd(3), rnd(3), rtol=1e-4)
 
 
-def test_batch_norm_statistics():
+def test_batch_norm_statistics(chunks):
     x = rnd(8, 3, 4, 4) * 3 + 1
     rm, rv = np.zeros(3), np.ones(3)
     out = F.batch_norm(ms.Tensor(x), ms.Tensor(np.ones(3)), ms.Tensor(np.zeros(3)), rm, rv, True).data
@@ -121,6 +130,14 @@ def test_batch_norm_statistics():
     np.testing.assert_allclose(out.var((0, 2, 3)), 1, atol=1e-4)
     np.testing.assert_allclose(rm, 0.1 * x.mean((0, 2, 3)))
     np.testing.assert_allclose(rv, 0.9 + 0.1 * x.var((0, 2, 3), ddof=1))
+
+
+def test_batch_norm_float32_large_mean(chunks):
+    """The one-pass chunked moments stay accurate when the mean dwarfs the spread (no E[x²] − μ² cancellation)."""
+    x = (R.normal(size=(16, 2, 5, 5)) + 1000.0).astype(np.float32)
+    rm, rv = np.zeros(2), np.ones(2)
+    F.batch_norm(ms.Tensor(x), ms.Tensor(np.ones(2, np.float32)), ms.Tensor(np.zeros(2, np.float32)), rm, rv, True)
+    np.testing.assert_allclose(rv, 0.9 + 0.1 * x.astype(np.float64).var((0, 2, 3), ddof=1), rtol=1e-4)
 
 
 def test_floor_straight_through():

@@ -130,10 +130,10 @@ def test_matches_spikingjelly_lifnode(decay_input, v_reset, fused):
 
 def test_hand_computed_lif_sequence():
     """τ = 2, decay_input=True: u = h/2 + x/2. x = 1.5, 1.5, 0.2: u1 = 0.75, u2 = 1.125 (spike), u3 = 0.1."""
-    lif = neurons.LIF(tau=2.0)
-    s = lif(ms.Tensor(np.array([[1.5], [1.5], [0.2]]), dtype=np.float64))
-    assert s.data.ravel().tolist() == [0, 1, 0]
-    np.testing.assert_allclose(multistep_fused.last[1].ravel(), [0.75, 1.125, 0.1])
+    trace = {}
+    s = multistep_fused(ms.Tensor(np.array([[1.5], [1.5], [0.2]]), dtype=np.float64), 0.5, 0.5, trace=trace)
+    assert s.data.ravel().tolist() == [0, 1, 0] == trace["s"].ravel().tolist()
+    np.testing.assert_allclose(trace["u"].ravel(), [0.75, 1.125, 0.1])
 
 
 def test_matches_snntorch_leaky_reset_zero():
