@@ -71,9 +71,10 @@ def chunks(request, monkeypatch):
         monkeypatch.setattr(F, "CHUNK_BYTES", 1)
 
 
+@pytest.mark.parametrize("cin", [3, 8])   # dW from columns (C < 8) or one GEMM per tap
 @pytest.mark.parametrize("stride,padding,bias", [(1, 0, True), (1, 1, False), (2, 1, True), (2, (0, 2), True)])
-def test_conv2d_gradient(stride, padding, bias, chunks):
-    args = [rnd(3, 3, 7, 6), rnd(4, 3, 3, 2)] + ([rnd(4)] if bias else [])
+def test_conv2d_gradient(stride, padding, bias, cin, chunks):
+    args = [rnd(3, cin, 7, 6), rnd(4, cin, 3, 2)] + ([rnd(4)] if bias else [])
     check_grad(lambda x, w, *b: F.conv2d(x, w, b[0] if b else None, stride, padding), *args)
 
 
