@@ -385,6 +385,14 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     return make(out, (x, weight) + ((bias,) if bias is not None else ()), backward)
 
 
+def _add_all(views, out):
+    """out = Σ views, one pass per view (np.add.reduce on a list would first copy them all into one array)."""
+    np.add(views[0], views[1], out=out) if len(views) > 1 else np.copyto(out, views[0])
+    for v in views[2:]:
+        out += v
+    return out
+
+
 def _pool_args(x, kernel_size, stride, kind):
     x = tensor(x)
     kh, kw = _pair(kernel_size, "kernel_size")
@@ -408,23 +416,24 @@ def avg_pool2d(x, kernel_size, stride=None):
 
     def forward(n0, n1):
         xc = x.data[n0:n1]
-        r = xc[rows(0)] + xc[rows(1)] if kh == 2 else np.add.reduce([xc[rows(a)] for a in range(kh)])
-        out[n0:n1] = np.add.reduce([r[cols(b)] for b in range(kw)]) * (1.0 / (kh * kw))
+        r = _add_all([xc[rows(a)] for a in range(kh)], np.empty(xc[rows(0)].shape, x.dtype))
+        _add_all([r[cols(b)] for b in range(kw)], out[n0:n1])
+        out[n0:n1] *= 1.0 / (kh * kw)
     chunked(forward, len(x.data), item)
-    disjoint = s >= kh and s >= kw   # each input meets at most one window: assign instead of add
+    tiles = s == kh == kw and x.shape[2] == s * Ho and x.shape[3] == s * Wo   # each input in exactly one window
 
     def backward(g):
         gx = np.empty_like(x.data)
 
         def chunk(n0, n1):
             gk, gxc = g[n0:n1] * (1.0 / (kh * kw)), gx[n0:n1]
-            r = np.zeros(gk.shape[:3] + (x.shape[3],), g.dtype)
+            r = np.zeros(gk.shape[:3] + (x.shape[3],), g.dtype)   # g spread over the columns of each window
             for b in range(kw):
-                r[cols(b)] = gk if disjoint else r[cols(b)] + gk
-            if not disjoint or s * Ho != x.shape[2]:
+                r[cols(b)] += gk
+            if not tiles:
                 gxc[...] = 0
-            for a in range(kh):
-                gxc[rows(a)] = r if disjoint else gxc[rows(a)] + r
+            for a in range(kh):   # ... then over its rows
+                gxc[rows(a)] = r if tiles else gxc[rows(a)] + r
         chunked(chunk, len(x.data), item)
         return (gx,)
     return make(out, (x,), backward)

@@ -94,10 +94,11 @@ def test_conv2d_matches_direct_loop(stride, chunks):
 
 
 @pytest.mark.parametrize("op", ["avg", "max"])
-@pytest.mark.parametrize("k,s", [(2, None), (3, 2), (2, 1)])
+@pytest.mark.parametrize("k,s", [(2, None), (3, 2), (2, 1), (2, 3)])
 def test_pool_gradients(op, k, s, chunks):
     fn = F.avg_pool2d if op == "avg" else F.max_pool2d
     check_grad(lambda x: fn(x, k, s), rnd(2, 3, 7, 6))
+    check_grad(lambda x: fn(x, k, s), rnd(2, 3, 6, 8))
 
 
 def test_pool_values(chunks):
