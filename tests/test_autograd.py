@@ -241,3 +241,19 @@ def test_backward_errors():
         x @ x
     with pytest.raises(ValueError, match="conv2d"):
         F.conv2d(ms.Tensor(np.ones((1, 2, 4, 4))), ms.Tensor(np.ones((1, 3, 3, 3))))
+
+
+def _conv_sum(args):
+    x, w = args
+    return float(F.conv2d(ms.Tensor(x), ms.Tensor(w), padding=1).data.sum())
+
+
+def test_chunked_ops_in_a_forked_child(monkeypatch):
+    """The thread pool behind the chunked image ops is per process: a forked child (multiprocessing's default
+    on Linux) gets its own instead of waiting forever on its parent's threads, which do not survive a fork."""
+    import multiprocessing
+    monkeypatch.setattr(F, "CHUNK_BYTES", 1)
+    args = (rnd(6, 2, 5, 5), rnd(3, 2, 3, 3))
+    expected = _conv_sum(args)   # creates the pool in this process
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_conv_sum, (args,)).get(timeout=30) == pytest.approx(expected)
