@@ -124,7 +124,8 @@ def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, s
         gx, gc, gd, gv = core.lif_backward(gs, gu, x2, u, *flat, **kw, detach_reset=detach_reset,
                                            surrogate=surrogate.kind, sg_param=surrogate.param,
                                            param_grads=params[0].requires_grad or params[1].requires_grad)
-        return (gx.reshape(x.shape),) + tuple(unbroadcast(a.reshape(step), p.shape) for a, p in zip((gc, gd, gv), params))
+        return (gx.reshape(x.shape),) + tuple(unbroadcast(a.reshape(step), p.shape) if p.requires_grad else None
+                                              for a, p in zip((gc, gd, gv), params))
     if trace is not None:
         trace.update(s=s.reshape(x.shape), u=u.reshape(x.shape))
     return make(out.reshape((2,) * (output == "both") + x.shape), [x] + params, backward)
