@@ -290,29 +290,31 @@ def _pair(v, name):
 class _ConvGeometry:
     """Output grid, im2col and col2im of a conv2d, for one chunk of images at a time (see :func:`chunked`).
 
-    Stride 1 uses "wide rows": the output is computed on Wq = Wp columns (the last kw − 1 are junk and
-    dropped), so the input meeting kernel tap (a, b) is ONE contiguous slice at offset a·Wp + b of each
-    flattened padded image. One extra zero row at the bottom keeps the last slice inside the buffer.
-    Stride > 1: Wq = Wo, strided slices.
+    Stride 1 with C ≥ 8 channels uses "wide rows": the output is computed on Wq = Wp columns (the last
+    kw − 1 are junk and dropped), so the input meeting kernel tap (a, b) is ONE contiguous slice at offset
+    a·Wp + b of each flattened padded image, a matrix BLAS takes as is (dW needs no columns, see conv2d).
+    One extra zero row at the bottom keeps the last slice inside the buffer. Otherwise Wq = Wo and taps
+    are strided slices (faster for few channels: no junk columns to drop).
     """
 
     def __init__(self, shape, kh, kw, stride, ph, pw):
         _, self.C, self.H, self.W = shape
         self.Hp, self.Wp = self.H + 2 * ph, self.W + 2 * pw
         self.Ho, self.Wo = _out_size(self.Hp, kh, stride, "conv2d"), _out_size(self.Wp, kw, stride, "conv2d")
-        self.Wq = self.Wp if stride == 1 else self.Wo
+        self.wide = stride == 1 and self.C >= 8
+        self.Wq = self.Wp if self.wide else self.Wo
         self.K, self.L = self.C * kh * kw, self.Ho * self.Wq
         self.kh, self.kw, self.s, self.ph, self.pw = kh, kw, stride, ph, pw
 
     def tap(self, xp, a, b):
         """The view of padded images [m, C, Hp(+1), Wp] that meets kernel tap (a, b): [m, C, Ho, Wq]."""
         m, C = xp.shape[:2]
-        if self.s == 1:
+        if self.wide:
             return xp.reshape(m, C, -1)[:, :, a * self.Wq + b: a * self.Wq + b + self.L].reshape(m, C, self.Ho, self.Wq)
         return xp[:, :, a:a + self.s * self.Ho:self.s, b:b + self.s * self.Wo:self.s]
 
     def padded(self, m, dtype):
-        return np.zeros((m, self.C, self.Hp + (self.s == 1), self.Wp), dtype)
+        return np.zeros((m, self.C, self.Hp + self.wide, self.Wp), dtype)
 
     def inner(self, xp):
         return xp[:, :, self.ph:self.ph + self.H, self.pw:self.pw + self.W]
@@ -346,8 +348,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     Forward, per cache-sized chunk of images (:func:`chunked`): im2col cols[n, (c,a,b), (i,j)] = x_pad[n, c,
     s·i+a, s·j+b], then one batched GEMM  W[O, C·kh·kw] @ cols[m, C·kh·kw, Ho·Wq] → [m, O, Ho·Wq], already NCHW.
     Backward, per chunk, without stored columns (they would cost 88 MB for ConvSNN): dx = col2im(Wᵀ @ g), a
-    loop over the kh·kw kernel taps (no np.add.at); dW = Σ_n g[n] @ cols[n]ᵀ on recomputed columns when C < 8,
-    else one GEMM per tap, dW[:, :, a, b] = Σ_n g[n] @ tap_ab(x_pad[n])ᵀ (no columns; 30 % faster at C = 16).
+    loop over the kh·kw kernel taps (no np.add.at); dW = Σ_n g[n] @ cols[n]ᵀ on recomputed columns, or with
+    wide rows one GEMM per tap, dW[:, :, a, b] = Σ_n g[n] @ tap_ab(x_pad[n])ᵀ (no columns; 30 % faster at C = 16).
     """
     x = tensor(x)
     ph, pw = _pair(padding, "padding")
@@ -359,22 +361,30 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     out = np.empty((N, O, geo.Ho, geo.Wo), x.dtype)
 
     def forward(n0, n1):
-        r = (w2 @ geo.im2col(geo.pad(x.data[n0:n1]))).reshape(n1 - n0, O, geo.Ho, geo.Wq)[..., :geo.Wo]
-        out[n0:n1] = r if bias is None else r + bias.data.reshape(O, 1, 1)
+        cols = geo.im2col(geo.pad(x.data[n0:n1]))
+        if geo.wide:   # drop the junk columns
+            out[n0:n1] = (w2 @ cols).reshape(n1 - n0, O, geo.Ho, geo.Wq)[..., :geo.Wo]
+        else:
+            np.matmul(w2, cols, out=out[n0:n1].reshape(n1 - n0, O, geo.L))
+        if bias is not None:
+            out[n0:n1] += bias.data.reshape(O, 1, 1)
     chunked(forward, N, item)
 
     def backward(g):
         gx = np.empty_like(x.data) if x.requires_grad else None
 
         def chunk(n0, n1):
-            g2 = np.zeros((n1 - n0, O, geo.Ho, geo.Wq), g.dtype)   # the wide grid's junk columns: zero gradient
-            g2[..., :geo.Wo] = g[n0:n1]
+            if geo.wide:   # the junk columns get a zero gradient
+                g2 = np.zeros((n1 - n0, O, geo.Ho, geo.Wq), g.dtype)
+                g2[..., :geo.Wo] = g[n0:n1]
+            else:
+                g2 = np.ascontiguousarray(g[n0:n1])
             g2 = g2.reshape(n1 - n0, O, geo.L)
             if x.requires_grad:
                 gx[n0:n1] = geo.col2im(w2.T @ g2)
             if weight.requires_grad:
                 xp, taps = geo.pad(x.data[n0:n1]), [(a, b) for a in range(kh) for b in range(kw)]
-                if C < 8:
+                if not geo.wide:
                     return (g2 @ geo.im2col(xp).transpose(0, 2, 1)).sum(0)
                 return np.stack([(g2 @ geo.tap(xp, a, b).reshape(n1 - n0, C, geo.L).transpose(0, 2, 1)).sum(0)
                                  for a, b in taps], axis=-1)

@@ -71,7 +71,7 @@ def chunks(request, monkeypatch):
         monkeypatch.setattr(F, "CHUNK_BYTES", 1)
 
 
-@pytest.mark.parametrize("cin", [3, 8])   # dW from columns (C < 8) or one GEMM per tap
+@pytest.mark.parametrize("cin", [3, 8])   # dW from columns, or one GEMM per tap ("wide rows": stride 1, C >= 8)
 @pytest.mark.parametrize("stride,padding,bias", [(1, 0, True), (1, 1, False), (2, 1, True), (2, (0, 2), True)])
 def test_conv2d_gradient(stride, padding, bias, cin, chunks):
     args = [rnd(3, cin, 7, 6), rnd(4, cin, 3, 2)] + ([rnd(4)] if bias else [])
@@ -79,8 +79,9 @@ def test_conv2d_gradient(stride, padding, bias, cin, chunks):
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_conv2d_matches_direct_loop(stride, chunks):
-    x, w, b = rnd(3, 3, 6, 5), rnd(4, 3, 3, 3), rnd(4)
+@pytest.mark.parametrize("cin", [3, 8])   # strided taps, or "wide rows" (stride 1, C >= 8)
+def test_conv2d_matches_direct_loop(stride, cin, chunks):
+    x, w, b = rnd(3, cin, 6, 5), rnd(4, cin, 3, 3), rnd(4)
     out = F.conv2d(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b), stride=stride, padding=1).data
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     ref = np.zeros(out.shape)
