@@ -1,6 +1,6 @@
 /* Declarations of minisnn's C core (also fed to cffi's cdef by build_core.py).
  * Arrays are flat C-contiguous [T, M] blocks; c (decay), d (gain), v0 hold M values when vec != 0,
- * else one. gs, gu and h_out may be NULL (= zero gradient / not wanted). */
+ * else one. gs, gu, and the forward's u and h_out may be NULL (= zero gradient / not wanted). */
 enum { SG_SIGMOID = 0, SG_ATAN = 1, SG_RECTANGLE = 2, SG_TRIANGLE = 3 };
 
 void lif_forward_float(const float *x, float *s, float *u, float *h_out, const float *c, const float *d,

@@ -79,19 +79,20 @@ def _ptr(a):
 # ----------------------------------------------------------------------------- LIF forward
 
 
-def lif_forward(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, return_h=False):
+def lif_forward(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, return_h=False, keep_u=True):
     """Run the neuron model over T for M neurons. ``v_reset=None`` selects the soft reset.
 
     u[t] = c·h[t−1] + d·x[t] + (1 − c)·v_rest,  h[0] = v0;  s[t] = Θ(u[t] − v_th), Θ(0) = 1;
     hard: h[t] = u[t](1 − s[t]) + v_reset·s[t];  soft: h[t] = u[t] − v_th·s[t].
-    Returns (s, u) or (s, u, h), each [T, M] like x.
+    Returns (s, u) or (s, u, h), each [T, M] like x; ``keep_u=False`` returns u = None and saves writing it
+    (inference needs only the spikes).
     """
     x = _check_x(x)
     T, M = x.shape
     (c, d, h0), vec = _check_params(decay, gain, v0, x.dtype, M)
     hard = v_reset is not None
     vr = 0.0 if v_reset is None else float(v_reset)
-    s, u = np.empty_like(x), np.empty_like(x)
+    s, u = np.empty_like(x), np.empty_like(x) if keep_u else None
     h_all = np.empty_like(x) if return_h else None
     if backend() == "c":
         fn = _lib.lif_forward_float if x.dtype == np.float32 else _lib.lif_forward_double
@@ -104,9 +105,11 @@ def lif_forward(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, retur
 def _lif_forward_numpy(x, s, u, h_all, c, d, h0, v_th, v_reset, hard, v_rest):
     h = np.broadcast_to(h0, x.shape[1:]).copy()
     for t in range(x.shape[0]):
-        u[t] = c * h + d * x[t] + (1 - c) * v_rest
-        s[t] = u[t] >= v_th
-        h = u[t] * (1 - s[t]) + v_reset * s[t] if hard else u[t] - v_th * s[t]
+        ut = c * h + d * x[t] + (1 - c) * v_rest
+        s[t] = ut >= v_th
+        h = ut * (1 - s[t]) + v_reset * s[t] if hard else ut - v_th * s[t]
+        if u is not None:
+            u[t] = ut
         if h_all is not None:
             h_all[t] = h
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import core
 from . import functional as F
-from .autograd import Tensor, make, tensor, unbroadcast
+from .autograd import Tensor, is_grad_enabled, make, tensor, unbroadcast
 from .nn import Module, Parameter, is_recording
 
 # ----------------------------------------------------------------------------- surrogate gradients
@@ -103,6 +103,7 @@ def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, s
     ([N, ...]); their gradients are summed back to their own shapes. ``output`` is ``"spike"`` (s),
     ``"membrane"`` (u, pre-reset) or ``"both"`` (a [2, T, N, ...] stack of s and u); the backward
     takes gradients with respect to both. A dict passed as ``trace`` receives the arrays ``s`` and ``u``.
+    The membrane u is only written when something needs it (a gradient, the output or the trace).
     """
     x = tensor(x)
     surrogate = surrogate or Sigmoid()
@@ -113,7 +114,8 @@ def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, s
             np.broadcast_to(p.data.astype(x.dtype, copy=False), step).ravel() for p in params]
     x2 = np.ascontiguousarray(x.data).reshape(T, M)
     kw = dict(v_th=v_th, v_reset=v_reset, v_rest=v_rest)
-    s, u = core.lif_forward(x2, *flat, **kw)
+    keep_u = output != "spike" or trace is not None or (is_grad_enabled() and any(p.requires_grad for p in [x] + params))
+    s, u = core.lif_forward(x2, *flat, **kw, keep_u=keep_u)
     out = {"spike": s, "membrane": u, "both": None}[output]
     out = np.stack([s, u]) if out is None else out
 
@@ -187,15 +189,16 @@ class BaseNeuron(Module):
         if x.ndim < 2:
             raise ValueError(f"{type(self).__name__}: input must be time-first [T, N, ...], got shape {x.shape}")
         decay, gain = self.coefficients()
-        run, trace = multistep_fused if self.fused else multistep_unrolled, {}
+        run, trace = multistep_fused if self.fused else multistep_unrolled, {} if is_recording() else None
         out = run(x, decay, gain, self.v0, self.v_threshold, self.v_reset, self.v_rest, self.surrogate,
                   self.detach_reset, "membrane" if self.output == "analog" else "spike", trace)
-        s, u = trace["s"], trace["u"]
+        s = trace["s"] if trace else out.data if self.output == "spike" else out.data >= self.v_threshold
         self.n_neurons = int(np.prod(s.shape[2:]))
         self.spike_rate = None if self.training else float(s.mean())
         self.extras = None  # membranes are kept only while recording (nn.recording())
-        if is_recording():
+        if trace:
             c, d = (np.asarray(v.data if isinstance(v, Tensor) else v) for v in (decay, gain))
+            u = trace["u"]
             h = u * (1 - s) + self.v_rest * s if self.v_reset is not None else u - self.v_threshold * s
             self.extras = {"u": u, "s": s, "h": h, "decay": c, "gain": d,
                            "v0": np.asarray(self.v0.data if isinstance(self.v0, Tensor) else self.v0)}

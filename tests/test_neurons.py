@@ -84,6 +84,8 @@ def test_c_kernels_equal_numpy_twins(dtype, hard, kind):
     for be in ("c", "numpy"):
         os.environ["MINISNN_BACKEND"] = be
         s, u, h = core.lif_forward(x, decay, 0.7, 0.3, **kw, return_h=True)
+        s_only, no_u = core.lif_forward(x, decay, 0.7, 0.3, **kw, keep_u=False)   # inference: u not written
+        assert no_u is None and np.array_equal(s_only, s)
         grads = core.lif_backward(gs, gu, x, u, decay, 0.7, 0.3, **kw, surrogate=kind, sg_param=1.3)
         out[be] = (s, u, h) + grads
     del os.environ["MINISNN_BACKEND"]
