@@ -9,9 +9,9 @@ with open(os.path.join(HERE, "minisnn_core.h")) as f:
     header = f.read()
 
 # -march=native: the extension is compiled on the machine that runs it (pip install builds it), so it
-# may use that CPU's vector width; -fopenmp runs neuron blocks on all cores. Both are optional:
-# setup.py retries without them if the compiler refuses; MINISNN_PORTABLE=1 builds without them.
-OPTIONAL_FLAGS = ("-march=native", "-fopenmp")
+# may use that CPU's vector width. Optional: setup.py retries without it if the compiler refuses;
+# MINISNN_PORTABLE=1 builds without it. (No OpenMP: minisnn.core splits the neurons over its own threads.)
+OPTIONAL_FLAGS = ("-march=native",)
 OPTIONAL_FLAGS_USED = () if os.environ.get("MINISNN_PORTABLE") else OPTIONAL_FLAGS
 
 ffibuilder = FFI()
@@ -26,7 +26,6 @@ ffibuilder.set_source(
     # -fno-trapping-math lets comparisons vectorise; -ffp-contract=off keeps a*b + c unfused so that
     # float32 results match NumPy's bit for bit
     extra_compile_args=["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", *OPTIONAL_FLAGS_USED],
-    extra_link_args=[f for f in OPTIONAL_FLAGS_USED if f == "-fopenmp"],
 )
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
  *
  * Every array is a flat, C-contiguous [T, M] block (T time steps, M neurons). The neurons are cut
  * into blocks of BLOCK; each block runs its whole time loop while its state (h, gradients of h and
- * of the per-neuron parameters) stays in L1 cache, and blocks run in parallel with OpenMP when the
- * extension was compiled with it. The kernels themselves are written once, in kernels.inc, and
+ * of the per-neuron parameters) stays in L1 cache. Every kernel works on the neurons [m0, m1) only,
+ * so that minisnn/core.py can run ranges on several threads (cffi releases the GIL during a call).
+ * The kernels themselves are written once, in kernels.inc, and
  * compiled twice: for float (REAL = float) and double (REAL = double).
  * Their NumPy twins are in minisnn/core.py; tests assert that both agree.
  */

@@ -4,34 +4,10 @@ Every op takes Tensors (or arrays/scalars, promoted with :func:`tensor`) and ret
 backward closure receives ``g = dL/d(out)`` and returns one gradient per parent (``None`` = no
 gradient). Broadcasting is undone by :func:`unbroadcast`. All ops preserve float64.
 """
-import concurrent.futures
-import os
-
 import numpy as np
 
 from .autograd import Tensor, make, tensor, unbroadcast
-
-# ----------------------------------------------------------------------------- cache-sized chunks on every core
-
-CHUNK_BYTES = 1 << 21   # a chunk's temporaries stay in L2/L3 (measured: 1–4 MB alike); tests shrink it to 1
-NUM_THREADS = max(1, int(os.environ.get("MINISNN_NUM_THREADS", os.cpu_count() or 1)))
-_POOL = {}   # process id -> thread pool (a forked child starts its own)
-
-
-def chunked(fn, n, item_bytes):
-    """Run ``fn(n0, n1)`` over consecutive chunks of ``range(n)`` of about CHUNK_BYTES each; return the results.
-
-    The image ops (conv, batch norm, pools) work chunk by chunk so that a chunk's temporaries stay in cache,
-    and the chunks run on NUM_THREADS threads (NumPy and BLAS release the GIL). ``fn`` must write only its
-    own slice; results come back in chunk order, so sums over them do not depend on the thread count.
-    """
-    step = int(np.clip(CHUNK_BYTES // (item_bytes or 1), 1, n or 1))   # (max and sum are ops in this module)
-    ranges = [(i, min(i + step, n)) for i in range(0, n, step)]
-    if NUM_THREADS == 1 or len(ranges) == 1:
-        return [fn(*r) for r in ranges]
-    pool = _POOL.get(os.getpid()) or _POOL.setdefault(os.getpid(), concurrent.futures.ThreadPoolExecutor(NUM_THREADS))
-    return list(pool.map(lambda r: fn(*r), ranges))
-
+from .core import chunked
 
 # ----------------------------------------------------------------------------- elementwise
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minisnn as ms
-from minisnn import functional as F
+from minisnn import core, functional as F
 from minisnn.autograd import unbroadcast
 from conftest import check_grad
 
@@ -68,7 +68,7 @@ def test_op_gradients(name):
 def chunks(request, monkeypatch):
     """Image ops work on cache-sized chunks of the batch: check both one chunk and one image per chunk."""
     if request.param != "one chunk":
-        monkeypatch.setattr(F, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(core, "CHUNK_BYTES", 1)
 
 
 @pytest.mark.parametrize("cin", [3, 8])   # dW from columns, or one GEMM per tap ("wide rows": stride 1, C >= 8)
@@ -253,7 +253,7 @@ def test_chunked_ops_in_a_forked_child(monkeypatch):
     """The thread pool behind the chunked image ops is per process: a forked child (multiprocessing's default
     on Linux) gets its own instead of waiting forever on its parent's threads, which do not survive a fork."""
     import multiprocessing
-    monkeypatch.setattr(F, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(core, "CHUNK_BYTES", 1)
     args = (rnd(6, 2, 5, 5), rnd(3, 2, 3, 3))
     expected = _conv_sum(args)   # creates the pool in this process
     with multiprocessing.get_context("fork").Pool(1) as pool:
