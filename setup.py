@@ -21,7 +21,7 @@ class OptionalBuildExt(build_ext):
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
-        except Exception:  # retry without the optional flags (another compiler, no OpenMP)
+        except Exception:  # retry without the optional flags (a compiler without -march=native)
             ext.extra_compile_args = [f for f in ext.extra_compile_args if f not in OPTIONAL_FLAGS]
             ext.extra_link_args = [f for f in ext.extra_link_args if f not in OPTIONAL_FLAGS]
             try:
