@@ -40,10 +40,14 @@ def chunked(fn, n, item_bytes=None):
     step = CHUNK_BYTES // (item_bytes or 1) if item_bytes is not None else -(-n // NUM_THREADS)
     step = max(1, min(step, n))
     ranges = [(i, min(i + step, n)) for i in range(0, n, step)]
-    if NUM_THREADS == 1 or len(ranges) == 1:
+    k = min(NUM_THREADS, len(ranges))
+    if k == 1:
         return [fn(*r) for r in ranges]
-    pool = _POOL.get(os.getpid()) or _POOL.setdefault(os.getpid(), concurrent.futures.ThreadPoolExecutor(NUM_THREADS))
-    return list(pool.map(lambda r: fn(*r), ranges))
+    pool = _POOL.get(os.getpid()) or _POOL.setdefault(os.getpid(), concurrent.futures.ThreadPoolExecutor(NUM_THREADS - 1))
+    share = lambda j: [fn(*r) for r in ranges[j::k]]   # noqa: E731  thread j takes chunks j, j + k, ...
+    futures = [pool.submit(share, j) for j in range(1, k)]
+    parts = [share(0)] + [f.result() for f in futures]   # this thread works too
+    return [parts[i % k][i // k] for i in range(len(ranges))]
 
 
 def _over_neurons(fn, T, M):
