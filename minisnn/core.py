@@ -162,7 +162,8 @@ def lif_backward(gs, gu, x, u, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_res
     """
     x = _check_x(x)
     T, M = x.shape
-    for name, a in (("u", u), ("gs", gs), ("gu", gu)):
+    _check_block("u", u, x.dtype, x.shape)   # required (a forward with keep_u=False cannot be back-propagated)
+    for name, a in (("gs", gs), ("gu", gu)):
         if a is not None:
             _check_block(name, a, x.dtype, x.shape)
     if surrogate not in SURROGATES:

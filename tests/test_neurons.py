@@ -194,6 +194,8 @@ def test_c_boundary_rejects_bad_input():
         core.lif_backward(np.zeros((3, 4), np.float64), None, x, u, 0.5, 0.5)
     with pytest.raises(ValueError, match="surrogate"):
         core.lif_backward(None, None, x, u, 0.5, 0.5, surrogate="nope")
+    with pytest.raises(TypeError, match="u must be a numpy array"):   # e.g. from lif_forward(keep_u=False)
+        core.lif_backward(None, None, x, core.lif_forward(x, 0.5, 0.5, keep_u=False)[1], 0.5, 0.5)
     with pytest.raises(TypeError, match="x must be a numpy array"):
         core.lif_forward([[1.0]], 0.5, 0.5)
     with pytest.raises(ValueError, match="gamma"):
