@@ -48,7 +48,9 @@ setup(
     description="A small, readable spiking neural network library for event-camera data (NumPy + a C core)",
     packages=find_packages(include=["minisnn", "minisnn.*", "data_tools", "data_tools.*"]),
     python_requires=">=3.9",
-    install_requires=["numpy>=1.22", "scipy>=1.8", "cffi>=1.15"],
+    # threadpoolctl: minisnn runs its own threads and keeps BLAS single-threaded inside them; two layers of
+    # threads on the same cores made a ConvSNN step 1.7x slower (minisnn/core.py, chunked)
+    install_requires=["numpy>=1.22", "scipy>=1.8", "cffi>=1.15", "threadpoolctl>=3"],
     extras_require=extras,
     ext_modules=[ffibuilder.distutils_extension()],
     cmdclass={"build_ext": OptionalBuildExt},

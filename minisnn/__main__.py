@@ -1,6 +1,5 @@
 """Command line: ``python -m minisnn demo | bench | <method> ...``  (``--help`` on each)."""
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -90,8 +89,7 @@ def main(argv=None):
         m.set_defaults(fn=method)
     args = p.parse_args(argv)
     _keep_freed_memory()
-    with _one_blas_thread():
-        args.fn(args)
+    args.fn(args)
     return 0
 
 
@@ -108,17 +106,6 @@ def _keep_freed_memory():
         libc.mallopt(-1, 1 << 30)    # M_TRIM_THRESHOLD
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
-
-
-def _one_blas_thread():
-    """Run BLAS single-threaded (threadpoolctl, when installed). Our GEMMs are small and the C core already
-    splits the neuron loops across cores: measured on 2 cores, one BLAS thread is as fast on an idle machine
-    (355 vs 378 ms per ConvSNN step) and 2x faster on a busy one. ``MINISNN_BLAS_THREADS`` overrides."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(int(os.environ.get("MINISNN_BLAS_THREADS", 1)), user_api="blas")
 
 
 if __name__ == "__main__":

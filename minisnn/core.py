@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 
+
 SURROGATES = {"sigmoid": 0, "atan": 1, "rectangle": 2, "triangle": 3}
 
 try:
@@ -34,8 +35,9 @@ def chunked(fn, n, item_bytes=None):
 
     With ``item_bytes``, chunks hold about CHUNK_BYTES, so that the image ops (conv, batch norm, pools) keep
     a chunk's temporaries in cache; without, one chunk per thread (the C kernels, which block for the cache
-    themselves). NumPy, BLAS and cffi release the GIL, so the threads run in parallel. ``fn`` must write
-    only its own slice; sums over the results do not depend on the thread count.
+    themselves). NumPy, BLAS and cffi release the GIL, so the threads run in parallel (BLAS itself runs on
+    one thread, see :func:`_one_blas_thread`). ``fn`` must write only its own slice; sums over the results
+    do not depend on the thread count.
     """
     step = CHUNK_BYTES // (item_bytes or 1) if item_bytes is not None else -(-n // NUM_THREADS)
     step = max(1, min(step, n))
@@ -48,6 +50,22 @@ def chunked(fn, n, item_bytes=None):
     futures = [pool.submit(share, j) for j in range(1, k)]
     parts = [share(0)] + [f.result() for f in futures]   # this thread works too
     return [parts[i % k][i // k] for i in range(len(ranges))]
+
+
+def _one_blas_thread():
+    """minisnn splits the work over its own threads, so BLAS runs on one (process-wide, at import): BLAS
+    threads inside ours oversubscribe the cores, and idle OpenBLAS workers spin, taking the cores from the
+    next op (measured on 2 cores: a ConvSNN step 1.5–1.9x slower with 2 BLAS threads).
+    ``MINISNN_BLAS_THREADS=n`` chooses another count."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # a dependency; missing only in a bare source checkout
+        return
+    threadpool_limits(int(os.environ.get("MINISNN_BLAS_THREADS", 1)), user_api="blas")
+
+
+if NUM_THREADS > 1 or "MINISNN_BLAS_THREADS" in os.environ:
+    _one_blas_thread()
 
 
 def _over_neurons(fn, T, M):

@@ -8,11 +8,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import minisnn as ms  # noqa: E402
 
-try:  # one BLAS thread, as the CLI does (see minisnn/__main__.py): much faster on a busy 2-core machine
-    from threadpoolctl import threadpool_limits
-    _BLAS_LIMIT = threadpool_limits(1, user_api="blas")
-except ImportError:
-    pass
 
 
 def numeric_grad(f, arrays, eps=1e-6):

@@ -1,4 +1,6 @@
 """Autograd engine and every differentiable op: float64 finite-difference gradient checks."""
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -258,3 +260,18 @@ def test_chunked_ops_in_a_forked_child(monkeypatch):
     expected = _conv_sum(args)   # creates the pool in this process
     with multiprocessing.get_context("fork").Pool(1) as pool:
         assert pool.apply_async(_conv_sum, (args,)).get(timeout=30) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("env,want", [({}, 1), ({"MINISNN_BLAS_THREADS": "2"}, 2)])
+def test_import_runs_blas_on_one_thread(env, want):
+    """minisnn's own threads split the work, so importing it sets BLAS to one thread (unless told otherwise)."""
+    import subprocess
+    import sys
+    code = ("import numpy, threadpoolctl, minisnn; "
+            "print(max(i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'))")
+    base = {k: v for k, v in os.environ.items() if k != "MINISNN_BLAS_THREADS"}
+    env = {**base, "MINISNN_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", **env}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) == want

@@ -44,7 +44,7 @@ def kernel_name(tmp_path_factory):
     os.environ["JUPYTER_PATH"] = os.pathsep.join([str(base), os.environ.get("JUPYTER_PATH", "")])
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # this checkout
     os.environ.setdefault("MPLBACKEND", "Agg")
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the CLI does (minisnn/__main__.py)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as minisnn does at import (core._one_blas_thread)
     return "minisnn-test"
 
 
