@@ -105,7 +105,10 @@ class Tensor:
             if g is None:
                 continue
             if node._backward is None:  # a leaf: keep the gradient (its own array, never one shared with others)
-                node.grad = g if node.grad is None and _unshared(g) else g.copy() if node.grad is None else node.grad + g
+                if node.grad is not None:
+                    node.grad = node.grad + g
+                else:
+                    node.grad = g if _unshared(g) else g.copy()
                 continue
             for parent, pg in zip(node._parents, node._backward(g)):
                 if pg is None or not parent.requires_grad:
@@ -118,10 +121,11 @@ class Tensor:
 def _unshared(g):
     """True when nothing else can see ``g``'s memory, so a leaf may keep it without a copy (saves a full pass):
     ``g`` is referred to only by the caller's local name (+ this argument + getrefcount's own), and it owns its
-    memory or is a whole-array view (a reshape) of an array that only ``g`` refers to."""
-    if sys.getrefcount(g) > 3:
+    memory or is a whole-array view (a reshape) of an array that only ``g`` refers to. Exact counts, so that an
+    interpreter that counts differently only costs a copy."""
+    if sys.getrefcount(g) != 3:
         return False
-    return g.base is None or (g.base.base is None and g.base.size == g.size and sys.getrefcount(g.base) <= 2)
+    return g.base is None or (g.base.base is None and g.base.size == g.size and sys.getrefcount(g.base) == 2)
 
 
 def _topological_order(root):

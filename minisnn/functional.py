@@ -359,11 +359,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
             if x.requires_grad:
                 gx[n0:n1] = geo.col2im(w2.T @ g2)
             if weight.requires_grad:
-                xp, taps = geo.pad(x.data[n0:n1]), [(a, b) for a in range(kh) for b in range(kw)]
+                xp = geo.pad(x.data[n0:n1])
                 if not geo.wide:
                     return (g2 @ geo.im2col(xp).transpose(0, 2, 1)).sum(0)
                 return np.stack([(g2 @ geo.tap(xp, a, b).reshape(n1 - n0, C, geo.L).transpose(0, 2, 1)).sum(0)
-                                 for a, b in taps], axis=-1)
+                                 for a in range(kh) for b in range(kw)], axis=-1)
         gw = chunked(chunk, N, item)
         gw = np.sum(gw, axis=0).reshape(weight.shape) if weight.requires_grad else None
         return (gx, gw) + ((_chan_sum(g),) if bias is not None else ())
