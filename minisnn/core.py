@@ -26,7 +26,8 @@ except ImportError as exc:  # no compiler at install time, or a source checkout 
 
 
 CHUNK_BYTES = 1 << 21   # a chunk's temporaries stay in L2/L3 (measured: 1–4 MB alike); tests shrink it to 1
-NUM_THREADS = max(1, int(os.environ.get("MINISNN_NUM_THREADS", os.cpu_count() or 1)))
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1   # usable ones
+NUM_THREADS = max(1, int(os.environ.get("MINISNN_NUM_THREADS", _CORES)))
 _POOL = {}   # process id -> thread pool (a forked child starts its own)
 
 
