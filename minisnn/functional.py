@@ -474,7 +474,7 @@ def _chan_sum(a):
 
 
 def _rows(v, x):
-    """A per-channel vector as rows [C, L] matching x [N, C, L]: NumPy runs x ∘ rows twice as fast as x ∘ v[:, None]."""
+    """A per-channel vector as rows [C, L] matching x [N, C, L]: NumPy runs x ∘ rows ~1.6x faster than x ∘ v[:, None]."""
     return np.repeat(np.asarray(v, x.dtype), x.shape[2]).reshape(x.shape[1], x.shape[2])
 
 
