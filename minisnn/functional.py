@@ -405,20 +405,27 @@ def avg_pool2d(x, kernel_size, stride=None):
         _add_all([r[cols(b)] for b in range(kw)], out[n0:n1])
         out[n0:n1] *= 1.0 / (kh * kw)
     chunked(forward, len(x.data), item)
-    tiles = s == kh == kw and x.shape[2] == s * Ho and x.shape[3] == s * Wo   # each input in exactly one window
+    disjoint = s >= kh and s >= kw   # each input in at most one window: assign (~1.6x faster than adding)
+    tiles = s == kh == kw and x.shape[2] == s * Ho and x.shape[3] == s * Wo   # ... in exactly one: no zeroing
 
     def backward(g):
         gx = np.empty_like(x.data)
 
         def chunk(n0, n1):
             gk, gxc = g[n0:n1] * (1.0 / (kh * kw)), gx[n0:n1]
-            r = np.zeros(gk.shape[:3] + (x.shape[3],), g.dtype)   # g spread over the columns of each window
-            for b in range(kw):
-                r[cols(b)] += gk
+            r = (np.empty if tiles else np.zeros)(gk.shape[:3] + (x.shape[3],), g.dtype)  # g over each window's columns
             if not tiles:
                 gxc[...] = 0
+            for b in range(kw):
+                if disjoint:
+                    r[cols(b)] = gk
+                else:
+                    r[cols(b)] += gk
             for a in range(kh):   # ... then over its rows
-                gxc[rows(a)] = r if tiles else gxc[rows(a)] + r
+                if disjoint:
+                    gxc[rows(a)] = r
+                else:
+                    gxc[rows(a)] += r
         chunked(chunk, len(x.data), item)
         return (gx,)
     return make(out, (x,), backward)
