@@ -477,9 +477,16 @@ def adaptive_avg_pool2d(x, output_size):
 # ----------------------------------------------------------------------------- normalisation and dropout
 
 
+def _row_dots(a, b):
+    """Σ_l a[n, c, l]·b[n, c, l] → [N, C] for [N, C, L] arrays: one BLAS dot per row (faster than np.einsum)."""
+    return (a[..., None, :] @ b[..., :, None])[..., 0, 0]
+
+
 def _chan_sum(a):
-    """Σ over every axis but 1 (channels) of an [N, C, ...] array: a contiguous last-axis sum, then over N."""
-    return a.reshape(a.shape[0], a.shape[1], -1).sum(-1).sum(0)
+    """Σ over every axis but 1 (channels) of an [N, C, ...] array: a BLAS product with ones along the contiguous
+    axis (faster than ``.sum(-1)``), then Σ over N."""
+    a = a.reshape(a.shape[0], a.shape[1], -1)
+    return (a @ np.ones(a.shape[2], a.dtype)).sum(0)
 
 
 def _rows(v, x):
@@ -492,9 +499,9 @@ def _chan_moments(x):
     mean and centred sum of squares (in cache), merged in float64 (Chan et al.'s parallel update)."""
     def chunk(n0, n1):
         xc = x[n0:n1]
-        mean = xc.sum(-1).sum(0) / (xc.size // x.shape[1])   # pairwise sums along the contiguous axis
+        mean = _chan_sum(xc) / (xc.size // x.shape[1])
         d = xc - _rows(mean, x)
-        return xc.size // x.shape[1], mean.astype(np.float64), np.einsum("ncl,ncl->c", d, d).astype(np.float64)
+        return xc.size // x.shape[1], mean.astype(np.float64), _row_dots(d, d).sum(0).astype(np.float64)
     n, mean, m2 = 0, 0.0, 0.0
     for k, mk, m2k in chunked(chunk, len(x), x[:1].nbytes):
         delta = mk - mean
@@ -533,8 +540,7 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
 
     def backward(g):
         g = g.reshape(xd.shape)
-        sums = chunked(lambda n0, n1: (g[n0:n1].sum(-1).sum(0), np.einsum("ncl,ncl->c", g[n0:n1], xd[n0:n1] - mu_r)),
-                       len(xd), item)
+        sums = chunked(lambda n0, n1: (_chan_sum(g[n0:n1]), _row_dots(g[n0:n1], xd[n0:n1] - mu_r).sum(0)), len(xd), item)
         gb, gw = np.sum([s[0] for s in sums], axis=0), np.sum([s[1] for s in sums], axis=0) * inv.astype(g.dtype)
         a_r, b_r = _rows(-scale * inv * gw / n, xd), _rows(-scale * gb / n, xd)
         gx = np.empty_like(xd)
