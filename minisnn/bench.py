@@ -58,9 +58,21 @@ def lif_fwd_bwd(shape=(16, 32, 16, 32, 32), repeats=7):
     return _median_ms(run, repeats)
 
 
+def machine(repeats=15):
+    """How fast this machine is right now: (GFLOP/s of a 512×512 float32 matmul on minisnn's BLAS threads, one
+    by default; GB/s read plus written by a 64 MB copy). On a shared VM both move with the host's load (here
+    55–115 GFLOP/s and 7.5–10 GB/s within minutes): compare benchmark runs only at similar values of these."""
+    a, x = np.ones((512, 512), np.float32), np.ones(1 << 24, np.float32)
+    y = np.empty_like(x)
+    gemm_ms = _median_ms(lambda: a @ a, repeats)
+    copy_ms = _median_ms(lambda: np.copyto(y, x), repeats)
+    return 2 * 512 ** 3 / gemm_ms / 1e6, 2 * x.nbytes / copy_ms / 1e6
+
+
 def run(repeats=7, log=print):
     """Run every benchmark; print a table and return the numbers."""
     out = {"backend": core.backend()}
+    out["machine_gemm_gflops"], out["machine_copy_gb_s"] = machine()
     out["train_step_ms"], out["inference_ms"] = convsnn_step(repeats=repeats)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # after the ConvSNN runs
     out["lif_fwd_bwd_ms"] = lif_fwd_bwd(repeats=repeats)

@@ -136,3 +136,12 @@ def test_training_on_digits_beats_chance(digits, tmp_path):
     assert 0 < hist[-1]["test_spike_rate"] < 0.5
     model.load(tmp_path / "best.npz")
     assert train.evaluate(model, test_loader)["accuracy"] == pytest.approx(best)
+
+
+def test_bench_numbers_are_plausible():
+    from minisnn import bench
+    train_ms, infer_ms = bench.convsnn_step(T=2, N=8, repeats=3)
+    assert 0 < infer_ms < train_ms   # a training step is a forward pass and more
+    assert 0 < bench.lif_fwd_bwd(shape=(4, 2, 8, 8), repeats=3) < 1e3
+    gflops, gb_s = bench.machine(repeats=3)
+    assert 0.5 < gflops < 1e5 and 0.1 < gb_s < 1e4   # a unit slip (ms for s, bytes for GB) is 1000x off
