@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import minisnn as ms
 from minisnn import analysis, models, neurons, nn, train
 from minisnn.methods.asa import ASA
 

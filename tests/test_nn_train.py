@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import minisnn as ms
-from minisnn import functional as F, losses, models, nn, neurons, optim, train
+from minisnn import functional as F, losses, models, nn, optim, train
 from conftest import check_grad
 
 R = np.random.default_rng(7)

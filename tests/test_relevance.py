@@ -157,7 +157,7 @@ def test_pools_against_loops():
             for j in range(2):
                 win = x[0, c, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
                 r = R[0, 0, c, i, j]
-                pos, neg = np.maximum(win, 0), np.minimum(win, 0)  # avg pool: weights 1/4 > 0, α = 1
+                pos = np.maximum(win, 0)  # avg pool: weights 1/4 > 0, α = 1: only the positive inputs share
                 want_avg[c, 2 * i:2 * i + 2, 2 * j:2 * j + 2] = r * pos / pos.sum() if pos.sum() else 0
                 a, b = np.unravel_index(np.argmax(win), (2, 2))
                 want_max[c, 2 * i + a, 2 * j + b] = r  # winner takes all
