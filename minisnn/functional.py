@@ -250,6 +250,8 @@ def _offsets(kh, kw, sh, sw, Ho, Wo):
 
 
 def _out_size(n, k, stride, name):
+    if stride < 1:
+        raise ValueError(f"{name}: stride must be >= 1, got {stride}")
     out = (n - k) // stride + 1
     if out < 1:
         raise ValueError(f"{name}: input size {n} is too small for kernel {k}")

@@ -31,7 +31,7 @@ def test_batch_norm_eps_by_hand_and_on_a_silent_channel(training):
     rm, rv_ = (np.zeros(2), np.array([1.0, 0.0])) if not training else (np.zeros(2), np.ones(2))
     xt, wt, bt = ms.Tensor(x, requires_grad=True), ms.Tensor(w, requires_grad=True), ms.Tensor(b, requires_grad=True)
     y = F.batch_norm(xt, wt, bt, rm, rv_, training, eps=1e-3)
-    np.testing.assert_allclose(y.data[:, 0, 0, 0], [2 / np.sqrt(1 + 1e-3) + 0.5, -2 / np.sqrt(1 + 1e-3) + 0.5], rtol=1e-12)
+    np.testing.assert_allclose(y.data[:, 0, 0, 0], np.array([2.0, -2.0]) / np.sqrt(1 + 1e-3) + 0.5, rtol=1e-12)
     np.testing.assert_allclose(y.data[:, 1, 0, 0], [-0.25, -0.25], rtol=1e-12)
     (y * np.arange(4.0).reshape(2, 2, 1, 1)).sum().backward()
     for g in (xt.grad, wt.grad, bt.grad):
@@ -269,7 +269,7 @@ def test_average_drop_and_increase_by_hand_on_time_first_maps():
     x = np.array([[2.0, 0.0], [1.0, 1.0]]).reshape(1, 2, 1, 1, 2).repeat(2, 0)   # T = 2, N = 2
     maps = np.zeros((2, 2, 1, 2))
     maps[0, :, 0] = [[1.0, 0.0], [0.0, 0.5]]
-    maps[1, :, 0] = [[3.0, 0.0], [0.0, 1.0]]            # per sample over T: sample 0 → [1/3, 0], [1, 0]; sample 1 → [0, ½], [0, 1]
+    maps[1, :, 0] = [[3.0, 0.0], [0.0, 1.0]]   # normalised over T: sample 0 [1/3, 0], [1, 0]; sample 1 [0, ½], [0, 1]
     ad, ai = rv.average_drop_increase(m, x, maps, target=np.array([0, 0]), layout="TNHW")
     sm = lambda z: np.exp(z[0]) / np.exp(z).sum()  # noqa: E731  class-0 probability of time-mean logits
     y = np.array([sm(np.array([2.0, 0.0])), sm(np.array([1.0, 1.0]))])

@@ -4,8 +4,6 @@ Random floats never hit u = v_th, |x| = a/2, equal maxima or a clip bound, so th
 an IF neuron fed 0.5 per step reaches u = 1.0 exactly (0.5 + 0.5 is exact in float32 and float64), binary
 spikes tie in every max, and the bounds of clip / the rectangle surrogate are hit with exactly representable values.
 """
-import os
-
 import numpy as np
 import pytest
 
@@ -72,7 +70,8 @@ def test_spike_function_heaviside_at_zero():
 
 def _grads(fn, x, decay, v_th, reset, surrogate, output="spike"):
     """Gradients w.r.t. x, a learnable decay and v0 of sum(w · out) through ``fn``."""
-    ts = [ms.Tensor(np.asarray(a, np.float64).copy(), requires_grad=True) for a in (x, decay, 0.0 if reset is None else reset)]
+    v0 = 0.0 if reset is None else reset
+    ts = [ms.Tensor(np.asarray(a, np.float64).copy(), requires_grad=True) for a in (x, decay, v0)]
     out = fn(ts[0], ts[1], 1.0, ts[2], v_th, reset, 0.0, surrogate, False, output)
     w = np.arange(1.0, out.size + 1).reshape(out.shape) / out.size
     (out * w).sum().backward()
@@ -98,7 +97,8 @@ def test_backward_recomputes_tied_spikes_as_the_forward_fired(backend, reset, v_
 def test_backward_at_a_tie_by_hand(backend):
     """IF, hard reset to 0, x = 0.5 for T = 3: u = 0.5, 1.0 (spike), 0.5. Loss = u[2] (membrane output), triangle γ = 1.
     u[2] = h[1] + x[2], h[t] = u[t]·(1 − s[t]):  ∂h[1]/∂u[1] = (1 − s[1]) + (0 − u[1])·g'(0) = 0 − 1 = −1 (s[1] = 1 at
-    the tie), ∂h[0]/∂u[0] = 1 + (0 − 0.5)·g'(−0.5) = 0.75. So ∂L/∂x = [−1·0.75, −1, 1]; Θ(0) = 0 would give [0, 0, 1]."""
+    the tie), ∂h[0]/∂u[0] = 1 + (0 − 0.5)·g'(−0.5) = 0.75. So ∂L/∂x = [−1·0.75, −1, 1];
+    Θ(0) = 0 would give [0, 0, 1]."""
     x = ms.Tensor(tie_input(np.float64, T=3), requires_grad=True)
     u = multistep_fused(x, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, neurons.Triangle(1.0), output="membrane")
     (u * np.array([[0.0], [0.0], [1.0]])).sum().backward()
@@ -225,6 +225,17 @@ def test_avg_pool_non_square_windows_against_a_loop(kernel, stride):
     np.testing.assert_allclose(xt.grad, want_g, atol=1e-12)
 
 
+def test_pools_and_conv_reject_a_zero_stride():
+    x = ms.Tensor(np.ones((1, 1, 4, 4)))
+    for fn in (F.max_pool2d, F.avg_pool2d):
+        with pytest.raises(ValueError, match="stride"):
+            fn(x, 2, 0)
+        with pytest.raises(ValueError, match="stride"):
+            fn(x, 2, (2, 0))
+    with pytest.raises(ValueError, match="stride"):
+        F.conv2d(x, ms.Tensor(np.ones((1, 1, 3, 3))), stride=0)
+
+
 # ----------------------------------------------------------------------------- clip and relu at their bounds
 
 
@@ -242,7 +253,3 @@ def test_relu_gradient_is_zero_at_zero():
     a = ms.Tensor(np.array([-1.0, 0.0, 2.0]), requires_grad=True)
     F.relu(a).sum().backward()
     np.testing.assert_array_equal(a.grad, [0, 0, 1])
-
-
-def test_backend_fixture_restores_the_environment():
-    assert os.environ.get("MINISNN_BACKEND") in (None, "c", "numpy")

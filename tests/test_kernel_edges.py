@@ -36,7 +36,8 @@ def loop_neuron(x, decay, gain, v0, v_th, v_reset, v_rest):
 
 
 CASES = {  # (v_th, v_reset, v_rest): soft reset by 0.7; hard reset to 0.3 (and leak towards it); to −0.2 at v_th 0.9
-    "soft-0.7": (0.7, None, 0.0), "hard-0.3": (0.6, 0.3, 0.3), "hard-neg": (0.9, -0.2, -0.2), "rest-only": (0.8, 0.0, 0.25)}
+    "soft-0.7": (0.7, None, 0.0), "hard-0.3": (0.6, 0.3, 0.3), "hard-neg": (0.9, -0.2, -0.2),
+    "rest-only": (0.8, 0.0, 0.25)}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -116,6 +117,21 @@ def test_backward_matches_the_numpy_twin_with_nonzero_v_reset_and_threshold(monk
         tol = 2e-5 if dtype == np.float32 else 1e-10
         for k, (a, b) in enumerate(zip(out["c"], out["numpy"])):
             np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=f"{k} {v_th} {v_reset} {detach}")
+
+
+@pytest.mark.parametrize("hard", [True, False])
+def test_backward_without_parameter_gradients(backend, hard):
+    """param_grads=False (fixed decay and gain) returns zeros for dL/d(decay), dL/d(gain) on both backends, and the
+    same dL/dx and dL/dv0 as a full backward."""
+    rng = np.random.default_rng(6)
+    x, gs = rng.normal(0.5, 0.8, (5, 30)), rng.normal(size=(5, 30))
+    kw = dict(v_th=0.7, v_reset=0.2 if hard else None, v_rest=0.2 if hard else 0.0)
+    s, u = core.lif_forward(x, 0.6, 0.9, 0.1, **kw)
+    full = core.lif_backward(gs, None, x, u, 0.6, 0.9, 0.1, **kw)
+    fast = core.lif_backward(gs, None, x, u, 0.6, 0.9, 0.1, **kw, param_grads=False)
+    np.testing.assert_array_equal(fast[0], full[0])
+    np.testing.assert_array_equal(fast[3], full[3])
+    assert not fast[1].any() and not fast[2].any() and full[1].any() and full[2].any()
 
 
 # ----------------------------------------------------------------------------- recorded membranes

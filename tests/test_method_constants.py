@@ -45,7 +45,7 @@ def conv_bn(rng, bias, eps):
         conv.bias.data = rng.normal(size=3)
     bn = nn.BatchNorm2d(3, eps=eps)
     bn.register_buffer("running_mean", rng.normal(0, 0.5, 3))
-    bn.register_buffer("running_var", np.array([0.5, 2.0, 0.0]))   # channel 2 is silent (σ² = 0): only ε keeps it finite
+    bn.register_buffer("running_var", np.array([0.5, 2.0, 0.0]))   # channel 2 silent (σ² = 0): only ε keeps it finite
     bn.weight.data, bn.bias.data = rng.uniform(0.5, 1.5, 3), rng.normal(0, 0.5, 3)
     return conv, bn.eval()
 
@@ -95,8 +95,8 @@ def test_frame_window_yields_the_first_t2_frames_of_the_second_segment():
 
 
 def test_finetune_loss_is_ce_plus_lambda_skd_on_the_right_segments():
-    """The first (only) batch's loss, taken before the update, is L_all = CE(mean_t z_t, y) + λ·L_SKD (eq. 13), the frozen ANN on the
-    first T1 frames and the SNN on the next T2."""
+    """The first (only) batch's loss, taken before the update, is L_all = CE(mean_t z_t, y) + λ·L_SKD (eq. 13), the
+    frozen ANN on the first T1 frames and the SNN on the next T2."""
     rng = np.random.default_rng(0)
     ann = hsd.hsd_ann(n_classes=3, in_channels=2, input_size=8, width=2, L=4, init_lambda=1.0, rng=rng).eval()
     snn = hsd.convert(ann)
