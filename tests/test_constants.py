@@ -225,6 +225,25 @@ def test_sltrp_reports_the_initial_membranes_share():
     np.testing.assert_allclose(e.residuals()["0"], 0, atol=1e-12)
 
 
+def test_explain_passes_clamp_input_to_gamma():
+    """clamp_input=True (the reference code): γ uses max(I, 0), so with a negative input current the β part sends all of
+    a negative membrane's share back in time; explain must build γ that way (α = 0.6, β = 0.4)."""
+    x = np.array([[[0.5, -0.75]], [[-0.5, 0.25]], [[0.75, -0.25]]])           # [T, N = 1, 2]
+    lif = neurons.LIF(tau=2.0, decay_input=False, v0=-0.5)                    # u = h/2 + x, no spikes here
+    h, hs = np.full((1, 2), -0.5), []
+    for t in range(3):
+        h = 0.5 * h + x[t]
+        hs.append(h)
+    h_prev = np.concatenate([np.full((1, 1, 2), -0.5), np.stack(hs)[:-1]])
+    gammas = {}
+    for clamp in (False, True):
+        e = rv.explain(nn.Sequential(lif), x, target=0, alpha=0.6, beta=0.4, clamp_input=clamp)   # CLRP: both
+        gammas[clamp] = rv.sltrp_gamma(h_prev, x, 0.5, 1.0, 0.6, 0.4, clamp_input=clamp)
+        want, _ = rv.sltrp_recursion(e.output_relevance, gammas[clamp])
+        np.testing.assert_allclose(e.input, want, atol=1e-12)
+    assert not np.allclose(gammas[True], gammas[False])         # the two γ really differ on these inputs
+
+
 # ----------------------------------------------------------------------------- relevance: Grad-CAM, RelCAM, A.D./A.I.
 
 
