@@ -266,11 +266,12 @@ def test_chunked_returns_results_in_chunk_order(monkeypatch):
 @pytest.mark.parametrize("a", [1.0, 4.0, 10.0])
 def test_c_float32_sigmoid_surrogate_is_accurate(a):
     """The C core's float32 exp is a degree-6 polynomial (minisnn_core.c, relative error < 2e-7): the float32 sigmoid
-    surrogate stays within 1e-6·α of the float64 formula on a dense grid of u − v_th (reaching exp's clamps at ±87)."""
+    surrogate stays within 2e-7·α of the float64 formula on a dense grid of u − v_th, reaching exp's clamps at ±87
+    (measured: 0.85e-7·α; without the polynomial's last term or the low part of ln 2: 2.5–4.3e-7·α)."""
     d = np.linspace(-20, 20, 8001)
     x = (1.0 + d).astype(np.float32)[None]
     s, u = core.lif_forward(x, 0.5, 1.0, 0.0, v_th=1.0, v_reset=None)
     gx = core.lif_backward(np.ones_like(x), None, x, u, 0.5, 1.0, 0.0, v_th=1.0, v_reset=None,
                            surrogate="sigmoid", sg_param=a)[0].ravel()
     e = np.exp(-a * (u.ravel().astype(np.float64) - 1.0))
-    np.testing.assert_allclose(gx, a * e / (1 + e) ** 2, rtol=0, atol=1e-6 * a)
+    np.testing.assert_allclose(gx, a * e / (1 + e) ** 2, rtol=0, atol=2e-7 * a)
