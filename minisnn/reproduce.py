@@ -36,7 +36,7 @@ def _eventrpg(dataset, quick, seed, log):
     t0 = time.perf_counter()
     r = eventrpg.run_comparison(dataset, quick=quick, seed=seed, log=log)
     sec = (time.perf_counter() - t0) / 2
-    return [_row("EventRPG", dataset, name, r[name], r[f"{name}_history"][-1].get("test_spike_rate"), seconds=sec)
+    return [_row("EventRPG", dataset, name, r[name], r[f"{name}_history"][-1].get("val_spike_rate"), seconds=sec)
             for name in ("baseline", "eventrpg")]
 
 
