@@ -158,7 +158,8 @@ def test_pruned_fraction_and_saved_operations_by_hand():
     np.testing.assert_array_equal(gate.frame_mask, [[0, 1], [1, 1], [0, 1], [1, 0]])
     assert gate.pruned_fraction == 3 / 8
     per_frame = {"conv1": 2 * 25 * 9, "conv2": 3 * 9 * (2 * 9), "fc": 27 * 4}      # outputs × fan-in
-    assert r["layers"] == [{"pruned_fraction": 3 / 8, "pruned_frames": 3.0, "macs_per_frame": 486, "saved_macs": 1458.0}]
+    assert r["layers"] == [{"pruned_fraction": 3 / 8, "pruned_frames": 3.0, "macs_per_frame": 486,
+                            "saved_macs": 1458.0}]
     assert r["total_macs"] == 8 * sum(per_frame.values()) == 8352
     assert r["saved_fraction"] == pytest.approx(1458 / 8352)
     gate.set_pruning(keep_ratio=0.5)                     # top 2 per sample; tie 1.0 vs 1.0 -> the earlier frame
@@ -172,7 +173,7 @@ def test_pruned_fraction_and_saved_operations_by_hand():
 
 def test_keep_ratio_extremes_and_eval_without_rule():
     model, gate, x = _toy()
-    for ratio, expected in ((1.0, 0.0), (0.0, 1.0), (0.6, 0.5)):     # ⌊0.6·4 + ½⌋ = 2 kept
+    for ratio, expected in ((1.0, 0.0), (0.0, 1.0), (0.6, 0.5), (0.65, 0.25)):     # ⌊0.6·4 + ½⌋ = 2, ⌊3.1⌋ = 3 kept
         gate.set_pruning(keep_ratio=ratio)
         assert razor.saved_operations(model, x)["layers"][0]["pruned_fraction"] == expected
     gate.set_pruning()
@@ -182,7 +183,7 @@ def test_keep_ratio_extremes_and_eval_without_rule():
 def test_paired_seconds_takes_medians_of_interleaved_runs():
     order = []
     r = razor.paired_seconds({"a": lambda: order.append("a"), "b": lambda: (order.append("b"), time.sleep(0.01))}, 3)
-    assert order == ["a", "b"] * 3 and r["b"] >= 0.01 > r["a"]
+    assert order == ["a", "b"] * 3 and r["b"].shape == (3,) and np.all(r["b"] >= 0.01) and np.median(r["a"]) < 0.01
 
 
 def test_comparison_trains_both_nets_with_the_rate_coding_loss_and_reports_every_arm(monkeypatch):
@@ -193,8 +194,8 @@ def test_comparison_trains_both_nets_with_the_rate_coding_loss_and_reports_every
     assert set(r) == {"plain", "razor", "razor_pruned", "razor_refined", "razor_leaky"}
     assert r["plain"]["macs"] == r["razor"]["macs"] == r["razor_leaky"]["macs"] > r["razor_pruned"]["macs"]
     assert r["razor_pruned"]["pruned_fraction"] == 0.25 and 0 < r["razor_pruned"]["saved_fraction"] < 0.25
-    assert r["razor_leaky"]["saved_fraction"] == 0 and all(r[a]["seconds"] > 0 for a in ("plain", "razor",
-                                                                                         "razor_pruned"))
+    assert r["razor_leaky"]["saved_fraction"] == 0 and r["plain"]["time_vs_plain"] == 1.0
+    assert all(r[a]["seconds"] > 0 and r[a]["time_vs_plain"] > 0 for a in ("plain", "razor", "razor_pruned"))
     assert r["razor_pruned"]["macs"] == pytest.approx(r["razor"]["macs"] * (1 - r["razor_pruned"]["saved_fraction"]))
 
 

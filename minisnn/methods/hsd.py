@@ -227,8 +227,8 @@ def finetune(student, train_loader, val_loader, epochs=1, lr=1e-4, distil="skd",
 ARMS = ("direct", "hsd", "ht", "skd", "kd", "dts")
 
 
-def run_t2(dataset="digits", T1=5, T2=1, arms=("direct", "hsd"), quick=False, seed=0, epochs=None, ft_epochs=None,
-           width=8, L=8, init_lambda=2.0, lr=3e-3, ft_lr=3e-3, batch_size=32, tau=10.0, lam=1.0, log=print):
+def run_t2(dataset="digits", T1=5, T2=1, arms=("direct", "hsd"), seed=0, quick=False, log=print, epochs=None,
+           ft_epochs=None, width=8, L=8, init_lambda=2.0, lr=3e-3, ft_lr=3e-3, batch_size=32, tau=10.0, lam=1.0):
     """HSD and its baselines at one T2, every sample cut into T = T1 + T2 frames for this T2 alone (eq. 1); every arm
     is tested on the same input, the last T2 frames. "hsd": QCFS ANN trained ``epochs`` on the first T1 frames
     (eq. 5) -> convert -> ``finetune`` ``ft_epochs`` with CE + λ·SKD; "ht" (hybrid training only), "kd": the same with
@@ -252,16 +252,17 @@ def run_t2(dataset="digits", T1=5, T2=1, arms=("direct", "hsd"), quick=False, se
     ann = hsd_ann(K, P, H, width, L, init_lambda, rng=np.random.default_rng(seed))
     tr.rng, t0 = np.random.default_rng(seed), time.perf_counter()          # every arm: the same batch order
     train.fit(ann, FrameWindow(tr, 0, T1), FrameWindow(va, 0, T1), epochs, lr, loss_fn=ace_loss, log=log)
-    res = {"ann": {"accuracy": train.evaluate(ann, FrameWindow(te, 0, T1))["accuracy"], "seconds": time.perf_counter()
-                   - t0, **{f"frame_{t + 1}": train.evaluate(ann, FrameWindow(te, t, t + 1))["accuracy"] for t in range(T)}},
-           "converted": {"accuracy": train.evaluate(Student(convert(ann), T1), te)["accuracy"]}}
+    acc = lambda model, view: train.evaluate(model, view)["accuracy"]                 # noqa: E731
+    res = {"ann": {"accuracy": acc(ann, FrameWindow(te, 0, T1)), "seconds": time.perf_counter() - t0,
+                   **{f"frame_{t + 1}": acc(ann, FrameWindow(te, t, t + 1)) for t in range(T)}},
+           "converted": {"accuracy": acc(Student(convert(ann), T1), te)}}
     for arm in arms:
         ht, distil = arm in ("hsd", "ht", "kd"), {"hsd": "skd", "skd": "skd", "kd": "kd"}.get(arm)
         snn = convert(ann) if ht else models.ConvSNN(K, P, H, width, rng=np.random.default_rng(seed))
         student = Student(snn, T1, ann if distil else None, arm == "dts")
         tr.rng, t0 = np.random.default_rng(seed), time.perf_counter()
         finetune(student, tr, va, ft_epochs if ht else epochs + ft_epochs, ft_lr if ht else lr, distil, tau, lam, None)
-        res[arm] = {"accuracy": train.evaluate(student, te)["accuracy"], "seconds": time.perf_counter() - t0}
+        res[arm] = {"accuracy": acc(student, te), "seconds": time.perf_counter() - t0}
     if log:
         log(f"T1={T1}, T2={T2}: " + " | ".join(f"{k} {v['accuracy']:.2%}" for k, v in res.items()))
     return res
@@ -270,13 +271,8 @@ def run_t2(dataset="digits", T1=5, T2=1, arms=("direct", "hsd"), quick=False, se
 # ----------------------------------------------------------------------------- claims (minisnn.claims)
 
 
-def _claim_run(T2, arms, seed, quick, log=None):
-    """DigitsDVS, T1 = 5 (``run_t2``'s defaults)."""
-    return run_t2("digits", 5, T2, arms, quick, seed, log=log)
-
-
-EXPERIMENTS = {"hsd-T2=1": functools.partial(_claim_run, 1, ("direct", "hsd")),
-               "hsd-T2=2": functools.partial(_claim_run, 2, ARMS)}
+EXPERIMENTS = {"hsd-T2=1": functools.partial(run_t2, "digits", 5, 1, ("direct", "hsd")),   # (seed, quick, log)
+               "hsd-T2=2": functools.partial(run_t2, "digits", 5, 2, ARMS)}
 CLAIMS = [Claim("HSD", where, quote, exp, "accuracy", base, meth) for where, exp, base, meth, quote in (
     ("§5.5, Fig. 2(a): T = 1", "hsd-T2=1", "direct", "hsd", "For CIFAR10-DVS, setting the time step to 1, TET (STS) "
      "achieves a performance of 74.82%, while our HSD attains a higher accuracy of 75.81%."),
