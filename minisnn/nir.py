@@ -1,7 +1,7 @@
 """NIR export and import (optional extra: ``pip install -e ".[nir]"``), so models move to spikingjelly, snntorch, norse.
 
 ``to_nir(model, input_shape)`` maps an ``nn.Sequential`` of Conv2d, Linear, BatchNorm2d (eval), AvgPool2d, Flatten and
-LIF/IF/PLIF to a chain Input → … → Output; ``from_nir`` maps it back: minisnn → file → minisnn is bit-identical (float32).
+LIF/IF/PLIF to a chain Input → … → Output, ``from_nir`` maps it back; minisnn → file → minisnn is bit-identical.
 Neuron: u = d·h + g·x + (1 − d)·v_rest, spike if u ≥ θ, hard reset to v_reset (= v_rest). NIR's LIF, τ·dv/dt =
 (v_leak − v) + R·I, has no time step: we fix dt = 1e-4 (in the metadata). Its Euler step v ← (1 − dt/τ)·v + (dt/τ)·(R·I
 + v_leak) gives back d, g, (1 − d)·v_rest exactly for τ = dt/(1 − d), R = g/(1 − d), v_leak = v_rest (spikingjelly
@@ -16,8 +16,8 @@ Flatten, LIF, IF along the edges (non-chains raise); neurons get Sigmoid(4) (NIR
 # Peers (spikingjelly 2.0.0, snntorch 1.0.0, norse 1.1.0, nirtorch 2.6), measured in tests/test_nir.py; the
 # workaround after each arrow:
 # * spikingjelly (activation_based.nir_exchange.import_from_nir(path, step_mode="m")) fires on >=, so also at
-#   v == θ' -> set each neuron's v_threshold to nextafter(θ', +inf). It starts at v = v_reset (minisnn at 0) ->
-#   exact for v_reset = 0 only.
+#   v == θ' -> set each neuron's v_threshold to nextafter(θ', +inf). It starts at v = v_reset, norse at v_leak,
+#   snntorch and minisnn at 0 -> the same for v_reset = 0 only (all of models.py).
 # * snntorch (import_nir.import_from_nir) makes IF a Leaky(beta=0.9) and asserts R == 1 -> use
 #   snn.Leaky(beta=1, threshold=θ', reset_mechanism="zero"). It drops v_reset and needs v_leak = 0. It rescales a
 #   LIF with g != 1 through the threshold (θ'/g; same spikes). Its Flatten applies NIR's start_dim (which excludes
@@ -32,8 +32,7 @@ import os
 
 import numpy as np
 
-from . import functional as F
-from . import neurons, nn
+from . import functional as F, neurons, nn
 
 DT = 1e-4
 
@@ -54,46 +53,42 @@ def _fold(layer, bn):
     return out
 
 
-def _folded(model):
+def fold_batchnorm(model):
+    """The model as exported: a new Sequential (same names), each eval BatchNorm2d folded into the layer before."""
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"model must be an nn.Sequential, got {type(model).__name__}")
-    out = []
+    out, last = nn.Sequential(), None
     for name, m in model._modules.items():
         if isinstance(m, nn.BatchNorm2d):
-            if m.training or not out or not isinstance(out[-1][1], (nn.Conv2d, nn.Linear)):
-                raise ValueError(f"to_nir: layer {name} (BatchNorm2d): NIR has no batch norm; it is folded into the "
-                                 "Conv2d/Linear right before it, in eval mode (model.eval())")
-            out[-1] = (out[-1][0], _fold(out[-1][1], m))
+            if m.training or not isinstance(out._modules.get(last), (nn.Conv2d, nn.Linear)):
+                raise ValueError(f"to_nir: layer {name} (BatchNorm2d) needs eval mode and a Conv2d/Linear before it")
+            setattr(out, last, _fold(out._modules[last], m))
         elif not isinstance(m, (nn.Dropout, nn.Identity)):
-            out.append((name, m))
+            setattr(out, name, m)
+            last = name
     return out
-
-
-def fold_batchnorm(model):
-    """The model as exported: a new Sequential, every eval-mode BatchNorm2d folded into the layer before it."""
-    return nn.Sequential(*[m for _, m in _folded(model)])
 
 
 def _export(nir, name, layer, shape, dt):
     # one minisnn layer -> (NIR node, its output shape), or a ValueError naming the layer and why NIR cannot express it
-    neuron, n = type(layer) in (neurons.LIF, neurons.IF, neurons.PLIF), len(shape)
-    d, g, v0 = (np.asarray(getattr(v, "data", v)) for v in layer.coefficients() + (layer.v0,)) if neuron else np.zeros(3)
+    neuron = type(layer) in (neurons.LIF, neurons.IF, neurons.PLIF)
+    d, g, v0 = (np.asarray(getattr(p, "data", p)) for p in layer.coefficients() + (layer.v0,)) if neuron else np.zeros(3)
     why = ("soft reset (v_reset=None): NIR's LIF and IF reset to v_reset" if neuron and layer.v_reset is None else
            "v0 != 0: NIR neurons start at rest" if np.any(v0 != 0) else
            "per-neuron decay/gain arrays: NIR's importers take one tau per layer" if d.size + g.size > 2 else
-           "it flattens the time or batch axis" if isinstance(layer, nn.Flatten) and layer.start_dim % (n + 2) < 2 else
-           "NIR 1.0 has no max pooling" if isinstance(layer, nn.MaxPool2d) else
+           "it flattens the time or batch axis" if isinstance(layer, nn.Flatten) and layer.start_dim % (len(shape) + 2) < 2
+           else "NIR 1.0 has no max pooling" if isinstance(layer, nn.MaxPool2d) else
            "LIAF emits analog values ReLU(u), NIR neurons emit spikes" if isinstance(layer, neurons.LIAF) else
            None if neuron or isinstance(layer, (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.Flatten)) else
-           "NIR has no node for it (attention gates such as ASA, STAA and Razor, custom neurons, nested Sequentials)")
+           "NIR has no node for it (attention gates such as ASA, STAA, Razor; custom neurons; nested Sequentials)")
     if why:
         raise ValueError(f"to_nir: layer {name} ({type(layer).__name__}): {why}")
     full = lambda v, dtype=np.float64: np.full(shape, v, dtype)   # noqa: E731
-    w, b = (None if p is None else np.array(p.data) for p in (getattr(layer, "weight", None), getattr(layer, "bias", None)))
-    if isinstance(layer, nn.Linear):
-        return (nir.Linear(w) if b is None else nir.Affine(w, b)), (len(w),)
-    if isinstance(layer, nn.Conv2d):
-        node = nir.Conv2d(input_shape=shape[1:], weight=w, stride=layer.stride, padding=F._pair(layer.padding, "padding"),
+    if isinstance(layer, (nn.Linear, nn.Conv2d)):
+        w, b = np.array(layer.weight.data), None if layer.bias is None else np.array(layer.bias.data)
+        if isinstance(layer, nn.Linear):
+            return (nir.Linear(w) if b is None else nir.Affine(w, b)), (len(w),)
+        node = nir.Conv2d(input_shape=shape[1:], weight=w, stride=layer.stride, padding=F._pair(layer.padding, "pad"),
                           dilation=1, groups=1, bias=np.zeros(len(w), w.dtype) if b is None else b)
         return node, tuple(int(v) for v in node.output_type["output"])
     if isinstance(layer, nn.AvgPool2d):
@@ -104,8 +99,8 @@ def _export(nir, name, layer, shape, dt):
     if isinstance(layer, nn.Flatten):
         i = layer.start_dim % (len(shape) + 2) - 2
         return nir.Flatten(np.array(shape), start_dim=i, end_dim=-1), shape[:i] + (int(np.prod(shape[i:])),)
-    (d, g), th = (float(getattr(v, "data", v)) for v in layer.coefficients()), np.float32(layer.v_threshold)
-    th, vr = full(np.nextafter(th, np.float32(-np.inf)), np.float32), full(float(layer.v_reset))
+    d, g, vr = float(d), float(g), full(float(layer.v_reset))
+    th = full(np.nextafter(np.float32(layer.v_threshold), np.float32(-np.inf)), np.float32)
     if d == 1:
         return nir.IF(r=full(g / dt), v_threshold=th, v_reset=vr), shape
     return nir.LIF(tau=full(dt / (1 - d)), r=full(g / (1 - d)), v_leak=full(layer.v_rest), v_threshold=th, v_reset=vr), shape
@@ -113,9 +108,9 @@ def _export(nir, name, layer, shape, dt):
 
 def to_nir(model, input_shape=None, dt=DT):
     """The NIR graph of ``model``; ``input_shape``: one sample's shape, e.g. (2, 34, 34); dt goes into the metadata."""
-    nir, layers = _nir(), _folded(model)
+    nir, layers = _nir(), list(fold_batchnorm(model)._modules.items())
     if input_shape is None and not (layers and isinstance(layers[0][1], nn.Linear)) or not dt > 0:
-        raise ValueError(f"to_nir: needs dt > 0 (got {dt}) and input_shape (one sample's) unless the model starts with a Linear")
+        raise ValueError(f"to_nir: needs dt > 0 (got {dt}) and input_shape unless the model starts with a Linear")
     shape = tuple(int(v) for v in input_shape) if input_shape is not None else (layers[0][1].in_features,)
     nodes = [("input", nir.Input(input_type=np.array(shape)))]
     for i, (name, layer) in enumerate(layers):
@@ -123,13 +118,6 @@ def to_nir(model, input_shape=None, dt=DT):
         nodes.append((f"{type(node).__name__.lower()}_{i}", node))
     nodes.append(("output", nir.Output(output_type=np.array(shape))))
     return nir.NIRGraph(dict(nodes), [(a, b) for (a, _), (b, _) in zip(nodes, nodes[1:])], metadata={"dt": float(dt)})
-
-
-def _uniform(where, node, *keys):
-    a = [np.asarray(getattr(node, k), np.float64).ravel() for k in keys]
-    if any(v.size == 0 or np.any(v != v[0]) for v in a):
-        raise ValueError(f"from_nir: {where}: each of {keys} must be one value for all neurons (minisnn: one per layer)")
-    return [float(v[0]) for v in a]
 
 
 def _import(nir, where, node, dt, scale):
@@ -151,19 +139,22 @@ def _import(nir, where, node, dt, scale):
         k, s, p = (np.broadcast_to(np.asarray(v, int), 2) for v in (node.kernel_size, node.stride, node.padding))
         if np.any(p != 0) or s[0] != s[1]:
             raise bad("minisnn's pools have no padding and one stride")
-        return nn.AvgPool2d((int(k[0]), int(k[1])), int(s[0])), scale * (k.prod() if isinstance(node, nir.SumPool2d) else 1)
+        return nn.AvgPool2d(tuple(map(int, k)), int(s[0])), scale * (k.prod() if isinstance(node, nir.SumPool2d) else 1)
     if isinstance(node, nir.Flatten):
-        ndim, start, end = len(node.input_type["input"]), int(node.start_dim), int(node.end_dim)
-        if end not in (-1, ndim - 1):
-            raise bad(f"end_dim = {end}; minisnn's Flatten flattens up to the last axis")
-        return nn.Flatten(start - ndim if start >= 0 else start), scale
+        ndim = len(node.input_type["input"])
+        if int(node.end_dim) % ndim != ndim - 1:
+            raise bad(f"end_dim = {node.end_dim}; minisnn's Flatten flattens up to the last axis")
+        return nn.Flatten(int(node.start_dim) % ndim - ndim), scale
     if not isinstance(node, (nir.LIF, nir.IF)):
         raise bad("no minisnn layer for this node type")
-    th, vr, r = _uniform(where, node, "v_threshold", "v_reset", "r")
+    keys = ("v_threshold", "v_reset", "r") + (("tau", "v_leak") if isinstance(node, nir.LIF) else ())
+    vals = [np.unique(np.asarray(getattr(node, k), np.float64)) for k in keys]
+    if any(v.size != 1 for v in vals):
+        raise bad(f"each of {keys} must be one value for all neurons (minisnn: one per layer)")
+    th, vr, r, tau, v_leak = [float(v[0]) for v in vals] + [1.0, 0.0] * (len(vals) == 3)   # IF: no tau, v_leak
     kw = dict(v_threshold=float(np.nextafter(np.float32(th), np.float32(np.inf))), v_reset=vr)
     if isinstance(node, nir.IF):
         return (neurons.IF(**kw) if r * dt * scale == 1 else neurons.LIF(decay=1.0, gain=r * dt * scale, **kw)), 1.0
-    tau, v_leak = _uniform(where, node, "tau", "v_leak")
     if v_leak != vr or not tau > 0:
         raise bad("needs tau > 0 and v_leak = v_reset (minisnn's neuron rests at v_reset)")
     return neurons.LIF(decay=1 - dt / tau, gain=r * (dt / tau) * scale, **kw), 1.0
@@ -174,9 +165,9 @@ def _chain(nir, graph):
     nxt, order = dict(graph.edges), [k for k, v in graph.nodes.items() if isinstance(v, nir.Input)][:1]
     while order and order[-1] in nxt and len(order) <= len(graph.nodes):
         order.append(nxt[order[-1]])
-    if len(nxt) != len(graph.edges) or sorted(order) != sorted(graph.nodes) or not isinstance(graph.nodes[order[-1]], nir.Output):
-        raise ValueError(f"from_nir: the graph is not one chain Input -> ... -> Output (no branches, merges, cycles or "
-                         f"several inputs); edges: {graph.edges}")
+    chain = order and len(nxt) == len(graph.edges) and sorted(order) == sorted(graph.nodes)
+    if not (chain and isinstance(graph.nodes[order[-1]], nir.Output)):
+        raise ValueError(f"from_nir: the graph is not one chain Input -> ... -> Output (no branches): {graph.edges}")
     return order
 
 
@@ -187,9 +178,8 @@ def from_nir(graph_or_path):
         try:
             graph = nir.read(os.fspath(graph))
         except (OSError, KeyError, ValueError, AssertionError, TypeError) as exc:   # what h5py and nir raise
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise ValueError(f"from_nir: {graph_or_path} is not a readable NIR file ({type(exc).__name__}: {exc})") from None
+            raise exc if isinstance(exc, FileNotFoundError) else ValueError(
+                f"from_nir: {graph_or_path} is not a readable NIR file ({type(exc).__name__}: {exc})") from None
     if not isinstance(graph, nir.NIRGraph):
         raise TypeError(f"from_nir: expected a nir.NIRGraph or a path, got {type(graph).__name__}")
     dt, layers, scale = float(graph.metadata.get("dt", DT)), [], 1.0
