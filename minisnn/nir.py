@@ -113,9 +113,9 @@ def to_nir(model, input_shape=None, dt=DT):
         raise ValueError(f"to_nir: needs dt > 0 (got {dt}) and input_shape unless the model starts with a Linear")
     shape = tuple(int(v) for v in input_shape) if input_shape is not None else (layers[0][1].in_features,)
     nodes = [("input", nir.Input(input_type=np.array(shape)))]
-    for i, (name, layer) in enumerate(layers):
+    for name, layer in layers:   # node names: kind and the layer's name in the model, e.g. "lif_2"
         node, shape = _export(nir, name, layer, shape, dt)
-        nodes.append((f"{type(node).__name__.lower()}_{i}", node))
+        nodes.append((f"{type(node).__name__.lower()}_{name}", node))
     nodes.append(("output", nir.Output(output_type=np.array(shape))))
     return nir.NIRGraph(dict(nodes), [(a, b) for (a, _), (b, _) in zip(nodes, nodes[1:])], metadata={"dt": float(dt)})
 

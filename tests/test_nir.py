@@ -486,7 +486,7 @@ def trained_convsnn(steps=60, T=6, N=16, size=16):
 
 def peer_report(name, z, spikes, z_ref, s_ref):
     """Spikes and logits agree up to the float rounding of torch's convolutions: a membrane within an ulp or two of θ
-    may flip (measured on DigitsDVS: 0-31 of 1e8 spikes), and a flip moves the logits downstream of it."""
+    may flip (measured on DigitsDVS: 0-23 of 1e8 spikes), and a flip moves the logits downstream of it."""
     assert all(a.mean() > 0.02 for a in s_ref) and z_ref.std() > 0.5       # a live network: the comparison has teeth
     bad, total = sum(int((a != b).sum()) for a, b in zip(spikes, s_ref)), sum(a.size for a in s_ref)
     dz = np.abs(z - z_ref)
@@ -500,7 +500,7 @@ def test_spikingjelly_imports_a_trained_convsnn(tmp_path):
     sj = pytest.importorskip("spikingjelly.activation_based.nir_exchange")
     model, x = trained_convsnn()
     msnir.save_nir(model, tmp_path / "convsnn.nir", (2, 16, 16))
-    z_ref, s_ref = run(model, x)
+    z_ref, s_ref = run(msnir.fold_batchnorm(model), x)                 # the model as exported
     net, spikes = sj.import_from_nir(str(tmp_path / "convsnn.nir"), step_mode="m"), []
     for m in net.modules():
         if type(m).__name__ == "_NIRStatefulModule":                  # the wrapper around each LIFNode
@@ -518,7 +518,7 @@ def test_snntorch_imports_a_trained_convsnn(tmp_path):
     from snntorch.import_nir import import_from_nir
     model, x = trained_convsnn()
     msnir.save_nir(model, tmp_path / "convsnn.nir", (2, 16, 16))
-    z_ref, s_ref = run(model, x)
+    z_ref, s_ref = run(msnir.fold_batchnorm(model), x)                 # the model as exported
     net = import_from_nir(nir.read(tmp_path / "convsnn.nir"))
     leaky = [m for m in net.modules() if isinstance(m, snntorch.Leaky)]
     spikes, logits = [[] for _ in leaky], []
