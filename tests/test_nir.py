@@ -1,9 +1,10 @@
 """NIR export / import (minisnn/nir.py): the parameter mapping, the threshold trick, BatchNorm folding, bit-identical
 round trips through a file, an error for every layer NIR cannot express, and (optional, needing torch) the peers:
-spikingjelly's and snntorch's NIR importers run a trained ConvSNN exported here and give the same spikes and logits.
+spikingjelly's and snntorch's NIR importers run a trained ConvSNN exported here and give the same spikes and logits
+(up to the float rounding of torch's convolutions), spikingjelly's exporter brings it back, norse's caveats hold.
 
 Without the ``nir`` package every test but the first two skips; the peer tests also skip without torch,
-spikingjelly or snntorch (run them with /work/venv-peers: see HELPERS.md).
+spikingjelly, snntorch or norse (run them with /work/venv-peers: see HELPERS.md).
 """
 import os
 import subprocess
@@ -560,3 +561,23 @@ def test_spikingjelly_trains_and_exports_back_to_minisnn(tmp_path):
     assert not np.allclose(z, run(model, x)[0], atol=1e-3)            # the training in spikingjelly changed it
     print(f"spikingjelly -> minisnn: max |logit difference| {np.abs(z - z_sj).max():.3g}")
     np.testing.assert_allclose(z, z_sj, atol=1e-4, rtol=0)
+
+
+def test_norse_needs_dt_and_r_equal_one():
+    """norse (no AvgPool2d mapping, so an MLP): exact for R = 1 with from_nir(dt=1e-4); its default dt = 1e-3 and a
+    LIF with R != 1 (TA-SNN's) are not (the caveats in minisnn/nir.py)."""
+    torch = pytest.importorskip("torch")
+    norse = pytest.importorskip("norse.torch")
+    rng = np.random.default_rng(9)
+    x = events(rng, (20, 8, 30), p=0.4)
+
+    def error(neuron, **kw):
+        model = nn.Sequential(nn.Linear(30, 20, rng=rng), neuron, nn.Linear(20, 5, rng=rng))
+        net, state, out = norse.from_nir(msnir.to_nir(model), ignore_warnings=True, **kw), None, []
+        with torch.no_grad():
+            for t in range(len(x)):
+                o, state = net(torch.from_numpy(x[t]), state)
+                out.append(o.numpy())
+        return np.abs(np.stack(out) - run(model, x)[0]).max()
+    assert error(neurons.LIF(2.0), dt=DT) < 1e-5 and error(neurons.IF(), dt=DT) < 1e-5
+    assert error(neurons.LIF(2.0)) > 0.1 and error(models.ta_lif(), dt=DT) > 0.1
