@@ -97,14 +97,30 @@ def test_mse_rate_against_coded_levels():
     assert losses.mse_rate(ms.Tensor(s), Y, on=0.9, off=0.1).item() == pytest.approx(((r - y) ** 2).mean(), rel=1e-12)
 
 
+def mean_probs(z, tau):
+    """HSD eq. 10: p = (1/T) Σ_t softmax(z_t/τ) of [T, N, K] logits (softmax(z/τ) of [N, K] ones)."""
+    p = np.exp(log_softmax(np.asarray(z) / tau))
+    return p.mean(0) if p.ndim == 3 else p
+
+
 @pytest.mark.parametrize("tau", [2.0, 5.0])
 def test_kd_loss_by_hand(tau):
-    """τ²·(1/N) Σ_n KL(softmax(mean_t z_t/τ) ‖ softmax(mean_t z_s/τ)), teacher and student time-averaged."""
+    """τ²·(1/N) Σ_n KL(p_t ‖ p_s), each side's probabilities averaged over its steps (eq. 10)."""
     teacher = np.array([[[0.5, 1.0, -1.0], [2.0, -2.0, 0.0]], [[1.5, -1.0, 0.0], [0.0, 1.0, 1.0]]])
-    lp_t, lp_s = log_softmax(teacher.mean(0) / tau), log_softmax(Z.mean(0) / tau)
-    want = tau ** 2 * (np.exp(lp_t) * (lp_t - lp_s)).sum(-1).mean()
+    p_t, p_s = mean_probs(teacher, tau), mean_probs(Z, tau)
+    want = tau ** 2 * (p_t * np.log(p_t / p_s)).sum(-1).mean()
     assert losses.kd_loss(ms.Tensor(Z), teacher, tau).item() == pytest.approx(want, rel=1e-10)
-    assert losses.kd_loss(ms.Tensor(Z), teacher.mean(0), tau).item() == pytest.approx(want, rel=1e-10)
+    p_s1 = mean_probs(Z[1], tau)
+    want1 = tau ** 2 * (p_t * np.log(p_t / p_s1)).sum(-1).mean()
+    assert losses.kd_loss(ms.Tensor(Z[1]), teacher, tau).item() == pytest.approx(want1, rel=1e-10)
+
+
+def test_kd_loss_is_finite_for_huge_logits():
+    """The log-mean-exp over t subtracts its maximum: logits of ±1000·τ give a finite loss (0 when they match)."""
+    z = np.array([[[1000.0, -1000.0]], [[-1000.0, 1000.0]]]) * 4.0       # [T = 2, N = 1, K = 2], τ = 4
+    assert losses.kd_loss(ms.Tensor(z), z, tau=4.0).item() == pytest.approx(0.0, abs=1e-9)
+    loss = losses.kd_loss(ms.Tensor(z[:1]), z, tau=4.0).item()    # log p_s = (0, −2000), p_t = (½, ½)
+    assert loss == pytest.approx(16 * (0.5 * np.log(0.5) + 0.5 * (np.log(0.5) + 2000)), rel=1e-12)
 
 
 def test_losses_reject_bad_labels():
