@@ -1,4 +1,4 @@
-"""ASA-SNN: Advanced Spatial Attention on the input current of a spiking layer.
+"""ASA-SNN: Advanced Spatial Attention on the input current of a spiking layer, and Table 3's baselines SA, TCSA.
 
 Yao et al., "Inherent Redundancy in Spiking Neural Networks", ICCV 2023, §4 (eq. 5–10), spec specs/asa.md §3.
 Placement: Conv → BN → AvgPool → **ASA** → LIF, so the membrane becomes U[t] = H[t−1] + X̄[t]  (eq. 7).
@@ -6,11 +6,17 @@ Placement: Conv → BN → AvgPool → **ASA** → LIF, so the membrane becomes 
     M' = ½(F_avg + F_max) + a·F_avg + b·F_max                      (eq. 8; F pooled over H, W -> [T, N, C])
     M  = σ(W2 ReLU(W1 M'))  on the T axis, shared over channels      (eq. 9, ASA-1;  ASA-2: M = M')
     M1 = top_C(M) XOR top_T(M),  M2 = 1 − M1                         (eq. 5, the g2 pseudo-code, per sample)
-    f_S(Z) = σ(conv3×3([avg_{T,C}(Z)/0.5 ; max_{T,C}(Z)]))           (eq. 10, one map [N, 1, H, W] per group)
+    f_S(Z) = σ(conv3×3([avg_{T,C}(Z) ; max_{T,C}(Z)]))               (eq. 10, one map [N, 1, H, W] per group)
     X̄  = f_S1(X⊙M1)⊙(X⊙M1) + f_S2(X⊙M2)⊙(X⊙M2)                     (eq. 6)
 
 top_C marks the ⌊C/2⌋ largest channels of M per (t, sample), top_T the ⌊T/2⌋ largest steps per (c, sample).
-``reduction=1``: eq. 9 is one T×T matrix, no ReLU (Table 3's count 3·60² + 114 = 10,914); r > 1: W1, ReLU, W2.
+Eq. 9 as written: W1 ∈ R^{T/r × T}, W2 ∈ R^{T × T/r}, default r = 2, which gives Table 3's +10,914 parameters at
+T = 60 (3 layers × (2·60·30 + a, b + two 2·3·3 convs)); the reference code's r = 1 (one T×T matrix, no ReLU, no σ)
+has the same count. σ is monotone, so it never changes the masks; it shapes only the straight-through gradient.
+Eq. 10 as written: avg_{T,C} is the mean over all T·C entries of the masked tensor, zeros included ("AvgPool(·) ∈
+R^{1×1×h×w}", Fig. 4: pooled along the temporal-channel axis). The reference code divides it by λ = 0.5, a constant
+the conv weight absorbs. The mean over the *kept* entries only would be another function: M1 keeps 8–28 % of the
+(t, c) pairs of a sample (mean 17 %, i.i.d. maps, T = 8, C = 16), M2 the rest, varying per sample.
 
 Gradients through the hard masks (our choice; the paper is silent and its code never trains a, b, W):
 top-k is piecewise constant, so the exact gradient reaching a, b, W1, W2 is zero — they would keep
@@ -20,15 +26,14 @@ backward is a straight-through estimator through a soft XOR:
 with θ halfway between the k-th and (k+1)-th largest entry along the axis and τ its standard
 deviation (θ, τ are constants). With ``ste=False`` the masks are constants (the reference code's
 behaviour): a, b, W receive no gradient. Everything downstream of M1 (X, both convs) gets exact gradients.
-RECONSTRUCTED: masks per sample (the reference code takes the top-k union over the batch), the 0.5
-divisor of the masked average, the STE.
+RECONSTRUCTED: masks per sample (the reference code takes the top-k union over the batch), the STE.
 """
 import itertools
 
 import numpy as np
 
 from .. import functional as F
-from ..autograd import Tensor, make
+from ..autograd import Tensor, make, tensor
 from ..nn import Module, Parameter, is_recording
 
 
@@ -62,13 +67,13 @@ def channel_masks(m, ste=True):
     return make(hard, (sc + st - 2 * sc * st,), lambda g: (g,))
 
 
-def spatial_attention(z, weight, frac=0.5):
-    """f_S(Z) = σ(conv3×3([avg_{T,C}(Z)/frac ; max_{T,C}(Z)]))  (eq. 10) for Z [T, N, C, H, W] -> [N, 1, H, W].
+def spatial_attention(z, weight):
+    """f_S(Z) = σ(conv_k×k([avg_{T,C}(Z) ; max_{T,C}(Z)]))  (eq. 10) for Z [T, N, C, H, W] -> [N, 1, H, W].
 
-    ``frac`` is the fraction of entries the mask keeps (the average is over the kept ones only).
+    ``weight`` [1, 2, k, k], zero padding k // 2 (ASA: k = 3; Table 3's SA baseline: k = 7).
     """
-    feat = F.stack([z.mean(axis=(0, 2)) / frac, z.max(axis=(0, 2))], axis=1)
-    return F.sigmoid(F.conv2d(feat, weight, None, 1, 1))
+    feat = F.stack([z.mean(axis=(0, 2)), z.max(axis=(0, 2))], axis=1)
+    return F.sigmoid(F.conv2d(feat, weight, None, 1, weight.shape[-1] // 2))
 
 
 def asa_output(x, m1, w1, w2):
@@ -80,6 +85,22 @@ def asa_output(x, m1, w1, w2):
     return a1 * z1 + a2 * z2
 
 
+def _init(rng, shape, fan):
+    return Parameter((rng.uniform(-1, 1, shape) / np.sqrt(fan)).astype(np.float32))
+
+
+def _mlp(v, w1, w2):
+    return F.linear(F.relu(F.linear(v, w1)), w2)
+
+
+def _check(module, x, need_t):
+    x = tensor(x)
+    if x.ndim != 5 or x.shape[2] != module.channels or (need_t and x.shape[0] != module.T):
+        raise ValueError(f"{type(module).__name__}: x must be [T={module.T}, N, C={module.channels}, H, W], "
+                         f"got shape {x.shape}")
+    return x
+
+
 class ASA(Module):
     """Advanced spatial attention on an input current [T, N, C, H, W] (eq. 5–10); see the module docstring.
 
@@ -87,7 +108,7 @@ class ASA(Module):
     """
     relevance_rule = "identity"  # relevance passes through the multiplicative gate to the gated current
 
-    def __init__(self, T, channels, mode="asa1", reduction=1, ste=True, rng=None):
+    def __init__(self, T, channels, mode="asa1", reduction=2, ste=True, rng=None):
         super().__init__()
         if mode not in ("asa1", "asa2"):
             raise ValueError(f"ASA: mode must be 'asa1' or 'asa2', got {mode!r}")
@@ -96,29 +117,21 @@ class ASA(Module):
         rng = rng or np.random.default_rng(0)
         self.T, self.channels, self.mode, self.reduction, self.ste = int(T), int(channels), mode, int(reduction), ste
         self.a, self.b = Parameter(np.array(0.5, np.float32)), Parameter(np.array(0.5, np.float32))
-        init = lambda shape, fan: Parameter((rng.uniform(-1, 1, shape) / np.sqrt(fan)).astype(np.float32))
         if mode == "asa1":
             hidden = max(1, self.T // self.reduction)
-            self.w1 = init((self.T, self.T) if self.reduction == 1 else (hidden, self.T), self.T)
-            self.w2 = init((self.T, hidden), hidden) if self.reduction > 1 else None
-        self.sa1, self.sa2 = init((1, 2, 3, 3), 18), init((1, 2, 3, 3), 18)
+            self.w1, self.w2 = _init(rng, (hidden, self.T), self.T), _init(rng, (self.T, hidden), hidden)
+        self.sa1, self.sa2 = _init(rng, (1, 2, 3, 3), 18), _init(rng, (1, 2, 3, 3), 18)
 
     def importance(self, x):
-        """M [T, N, C]: eq. 8 (and eq. 9 for ASA-1, a linear map on the T axis shared over channels)."""
+        """M [T, N, C]: eq. 8 (and eq. 9 for ASA-1, an MLP on the T axis shared over channels)."""
         f_avg, f_max = x.mean(axis=(3, 4)), x.max(axis=(3, 4))
         m = 0.5 * (f_avg + f_max) + self.a * f_avg + self.b * f_max
         if self.mode == "asa2":
             return m
-        z = F.linear(F.transpose(m, (1, 2, 0)), self.w1)
-        if self.w2 is not None:
-            z = F.linear(F.relu(z), self.w2)
-        return F.transpose(F.sigmoid(z), (2, 0, 1))
+        return F.transpose(F.sigmoid(_mlp(F.transpose(m, (1, 2, 0)), self.w1, self.w2)), (2, 0, 1))
 
     def forward(self, x):
-        if not isinstance(x, Tensor):
-            x = Tensor(x)
-        if x.ndim != 5 or x.shape[2] != self.channels or (self.mode == "asa1" and x.shape[0] != self.T):
-            raise ValueError(f"ASA: x must be [T={self.T}, N, C={self.channels}, H, W], got shape {x.shape}")
+        x = _check(self, x, self.mode == "asa1")
         m = self.importance(x)
         m1 = channel_masks(m, self.ste)
         if is_recording():
@@ -128,20 +141,69 @@ class ASA(Module):
     def macs(self, x_shape):
         """Multiply-accumulates per sample for an input of shape [T, N, C, H, W] (for analysis.energy).
 
-        Two 3×3 convs 2→1 on [H, W] (2·18·H·W), eq. 9 on the T axis per channel (C·T·T/r, twice for r > 1),
-        and one gating multiply per element of X (T·C·H·W). Pooling and masking count as no MACs.
+        What this module computes: two 3×3 convs 2→1 on [H, W] once per sample (2·18·H·W), eq. 9 on every
+        channel (ASA-1: C·2·T·T/r) and one gating multiply per element (T·C·H·W); pooling and masking: none.
+        Table 3 counts otherwise. At its shapes (T = 60, channels 64/128/128 on 32², 16², 8²) our modules give
+        SA 6.52 M, TCSA 19.35 M, ASA-1 7.59 M, ASA-2 6.44 M; the paper has 14.3, 27.3, 2.6, 2.6 M. Its SA row is
+        exactly the 7×7 conv at every step plus the gate multiply (14.29 M; TCSA by that rule: 27.12 M); its ASA
+        rows match one 3×3 map per step plus ASA-1's eq. 9 (2.60 M): one f_S, no gate multiply (tests).
         """
         T, _, C, H, W = x_shape
-        lin = 0 if self.mode == "asa2" else C * (self.w1.size + (self.w2.size if self.w2 is not None else 0))
+        lin = 0 if self.mode == "asa2" else C * (self.w1.size + self.w2.size)
         return 2 * 18 * H * W + lin + T * C * H * W
 
     def extra_repr(self):
         return f"T={self.T}, channels={self.channels}, mode={self.mode}, reduction={self.reduction}, ste={self.ste}"
 
 
-def asa_gate(T, mode="asa1", reduction=1, ste=True, rng=None):
-    """Factory for ``models.TASNN(gate=...)``: ``gate(channels, block_index) -> ASA`` on every conv block."""
+class TCSA(Module):
+    """Table 3's baselines from [51] (MA-SNN, its public code), on an input current X [T, N, C, H, W]:
+
+        X ← TA ⊙ X,   X ← CA ⊙ X,   X̄ = ReLU(f_S(X) ⊙ X)         (``temporal=channel=False``: the SA row)
+    TA = σ(MLP(avg_{C,H,W} X) + MLP(max_{C,H,W} X)) ∈ [T, N], CA likewise over T, H, W ∈ [N, C]; each MLP
+    d → d/r → d with ReLU, no bias, shared by both poolings; f_S as eq. 10 with a k×k conv. Table 3's parameter
+    counts at T = 60, channels 64/128/128 fix k = 7 and r = 4: SA +294 = 3·2·49, TCSA +24,126 (tests).
+    """
+    relevance_rule = "identity"
+
+    def __init__(self, T, channels, temporal=True, channel=True, reduction=4, kernel=7, rng=None):
+        super().__init__()
+        rng = rng or np.random.default_rng(0)
+        self.T, self.channels, self.temporal, self.channel = int(T), int(channels), temporal, channel
+        for name, d, on in (("t", self.T, temporal), ("c", self.channels, channel)):
+            if on:
+                h = max(1, d // reduction)
+                setattr(self, name + "1", _init(rng, (h, d), d))
+                setattr(self, name + "2", _init(rng, (d, h), h))
+        self.conv = _init(rng, (1, 2, kernel, kernel), 2 * kernel * kernel)
+
+    def forward(self, x):
+        x = _check(self, x, self.temporal)
+        T, N, C = x.shape[:3]
+        gate = lambda avg, mx, w1, w2: F.sigmoid(_mlp(avg, w1, w2) + _mlp(mx, w1, w2))
+        if self.temporal:
+            g = gate(*(F.transpose(p, (1, 0)) for p in (x.mean(axis=(2, 3, 4)), x.max(axis=(2, 3, 4)))), self.t1, self.t2)
+            x = x * F.reshape(F.transpose(g, (1, 0)), (T, N, 1, 1, 1))
+        if self.channel:
+            x = x * F.reshape(gate(x.mean(axis=(0, 3, 4)), x.max(axis=(0, 3, 4)), self.c1, self.c2), (1, N, C, 1, 1))
+        return F.relu(x * F.reshape(spatial_attention(x, self.conv), (1, N, 1) + x.shape[3:]))
+
+    def macs(self, x_shape):
+        """Per sample: the k×k conv once (2·k²·H·W), the MLPs twice (two poolings), one multiply per element per gate."""
+        T, _, C, H, W = x_shape
+        mlp = sum(2 * (getattr(self, n + "1").size + getattr(self, n + "2").size)
+                  for n, on in (("t", self.temporal), ("c", self.channel)) if on)
+        return self.conv.size * H * W + mlp + (1 + self.temporal + self.channel) * T * C * H * W
+
+
+def asa_gate(T, mode="asa1", reduction=2, ste=True, rng=None):
+    """Factory for ``models.TASNN(gate=...)``: ``gate(channels, block_index)`` on every conv block.
+
+    ``mode``: "asa1", "asa2" (:class:`ASA`) or one of Table 3's baselines "sa", "tcsa" (:class:`TCSA`).
+    """
     rng = rng or np.random.default_rng(0)
+    if mode in ("sa", "tcsa"):
+        return lambda channels, block_index: TCSA(T, channels, mode == "tcsa", mode == "tcsa", rng=rng)
     return lambda channels, block_index: ASA(T, channels, mode, reduction, ste, rng)
 
 

@@ -1,17 +1,20 @@
 """STAA-SNN: the Spatial-Temporal Attention Aggregator (Zhang, Yu et al., CVPR 2025, §3).
 
 The plain LIF charge (eq. 1)  V[t] = H[t−1] + (1/τ)(I[t] − (H[t−1] − V_reset))  adds the input to the
-leaked state. STAA replaces that addition by an attention aggregator (eq. 6, 10–14)::
+leaked state. STAA replaces that addition by an attention aggregator (eq. 6–14)::
 
     X[t] = I[t] + Pos[t]                                   position encoding, eq. 11
-    U[t] = M ⊙ GC2(H[t−1]) + N ⊙ GC1(X[t])                  global context + adaptive LIF, eq. 6, 13
+    U[t] = M ⊙ GC2(H[t−1]) + N ⊙ GC1(X[t])                  global context + adaptive LIF, eq. 6–10, 13
     V[t] = U[t] ⊙ σ(Conv2(ReLU(Conv1(α·AvgPool(U[t])))))    step attention, eq. 12, 14
     S[t] = Θ(V[t] − v_th);   H[t] = V_reset·S[t] + V[t]·(1 − S[t])        eq. 2–3 (hard reset)
 
 with the rectangular surrogate ∂S/∂V = 1[|V − v_th| < a/2]/a, a = 1 (eq. 5). During training, Time-Step
 Random Dropout (TSRD, §3.2) replaces the aggregator at a step by the plain V[t] = H[t−1] + I[t].
-The paper's eq. 7–9 and 13–14 are partly lost in our text: the parts marked RECONSTRUCTED (spec
-``staa.md`` §2, §3, §6) each sit in one small function below so they can be changed in one place.
+Eq. 7–12 are in the paper's text and followed as written (GC's key branch: W_k = X · σ(Conv_k(X)), eq. 7).
+What the text leaves open is marked RECONSTRUCTED (spec ``staa.md``), each piece in one small function below:
+where eq. 13's ⊕ puts eq. 6's M and N, their shape and start, SA's initial gate, TSRD's draw, and the other
+position-encoding placements and the fixed encoding of §4.3 (Fig. 2 is lost). Options for Table 6 / §4.3:
+``sa_pool`` (max / avg pooling in SA), ``pe`` (placement), ``pe_learn`` (learnable or fixed encoding).
 With Pos = 0, zero GC output and SA gates of 1, STAALIF *is* the adaptive LIF; with M = 1 − 1/τ,
 N = 1/τ it is ``neurons.LIF(tau)`` exactly (tests/test_staa.py).
 """
@@ -52,11 +55,10 @@ def init_gate_bias(conv2, bias):
 
 
 def gc_context(x, key_logits, pooling):
-    """RECONSTRUCTED (spec §3): the key branch of the GC block, eq. 7, as GCNet's attention pooling.
+    """The key branch of the GC block, eq. 7: W_k = X · Sigmoid(Conv_k(X)), with X reshaped to C×HW.
 
-    Paper: "W_k = X^{t,n} · Sigmoid(Conv_k(X^{t,n}))", with X "reshaped from C×H×W to C×HW".
-    x: [N, C, HW], key_logits: [N, 1, HW] -> ctx = Σ_p a_p·x[:, :, p] of shape [N, C, 1], where
-    a = softmax over the HW positions (GCNet, default) or the paper's literal sigmoid (no normalisation).
+    x: [N, C, HW], key_logits: [N, 1, HW] -> W_k = Σ_p a_p·x[:, :, p] of shape [N, C, 1], where a = σ(logits)
+    (eq. 7, default) or, as an option, GCNet's softmax over the HW positions (the weights then sum to 1).
     """
     a = F.softmax(key_logits, axis=-1) if pooling == "softmax" else F.sigmoid(key_logits)
     return F.matmul(x, F.transpose(a, (0, 2, 1)))
@@ -85,21 +87,29 @@ def tsrd_mask(T, beta, rng, training):
     return drop
 
 
+def fixed_position_encoding(T, channels):
+    """RECONSTRUCTED (§4.3 "fixed PE", form not given): the Transformer sinusoid, Pos[t, c] = sin(t / 10⁴^(c'/C))
+    for even c, cos for odd c, c' = c − c mod 2 -> [T, C] (not trained)."""
+    t, c = np.arange(T)[:, None], np.arange(channels)[None]
+    angle = t / 10000.0 ** ((c - c % 2) / channels)
+    return np.where(c % 2 == 0, np.sin(angle), np.cos(angle)).astype(np.float32)
+
+
 # ----------------------------------------------------------------------------- the three blocks
 
 
 class GCBlock(Module):
     """Global Context block (eq. 7–10), applied to one step [N, C, H, W] (or [T, N, C, H, W], folded).
 
-    W_k = attention pooling of X (see :func:`gc_context`);  W_q = Conv_q(W_k) (C → C/r);
-    W_v = Conv_v(ReLU(LN(W_q))) (C/r → C);  Z = X ⊕ W_v (broadcast over H, W)   (eq. 10).
+    W_k = X · σ(Conv_k(X)) (eq. 7, :func:`gc_context`);  W_q = Conv_q(W_k) (C → C/r, eq. 8);
+    W_v = Conv_v(ReLU(LN(W_q))) (C/r → C, eq. 9);  Z = X ⊕ W_v (broadcast over H, W)   (eq. 10).
     The 1×1 convolutions act on [C, 1, 1] vectors (the key conv per position), so they are ``Linear``
     layers. Parameters: key C + 1, query C·C/r + C/r, LN 2·C/r, value C/r·C + C, i.e. 2·C·C/r plus the
     key conv, LN and biases (§4.3). The value layer starts at zero, as in GCNet, so Z = X at init.
     Small layers: with C/r = 1 the LN output is its bias (the block adds a constant), with C/r = 2 it is ±1.
     """
 
-    def __init__(self, channels, reduction=4, pooling="softmax", rng=None):
+    def __init__(self, channels, reduction=4, pooling="sigmoid", rng=None):
         super().__init__()
         if pooling not in ("softmax", "sigmoid"):
             raise ValueError(f"pooling must be 'softmax' or 'sigmoid', got {pooling!r}")
@@ -135,21 +145,27 @@ class GCBlock(Module):
 
 
 class StepAttention(Module):
-    """Step attention (eq. 12): V = U ⊙ σ(Conv2(ReLU(Conv1(α·AvgPool_HW(U))))), C → C/r → C, α = 2."""
+    """Step attention (eq. 12): V = U ⊙ σ(Conv2(ReLU(Conv1(α·AvgPool_HW(U))))), C → C/r → C, α = 2.
 
-    def __init__(self, channels, reduction=16, alpha=2.0, gate_bias=None, rng=None):
+    ``pool``: "avg" (eq. 12), "max" or "avg+max" (the sum), times α — Table 6's rows are ("max", α = 1),
+    ("avg", 1), ("avg+max", 1) and "+2 AvgPool" = ("avg", 2), the paper's choice.
+    """
+
+    def __init__(self, channels, reduction=16, alpha=2.0, gate_bias=None, pool="avg", rng=None):
         super().__init__()
-        if int(channels) < 1 or int(reduction) < 1:
-            raise ValueError(f"channels and reduction must be >= 1, got {channels}, {reduction}")
+        if int(channels) < 1 or int(reduction) < 1 or pool not in ("avg", "max", "avg+max"):
+            raise ValueError(f"need channels, reduction >= 1 and pool in avg | max | avg+max, got {channels}, "
+                             f"{reduction}, {pool!r}")
         rng = rng or np.random.default_rng(0)
-        self.channels, self.alpha = int(channels), float(alpha)
+        self.channels, self.alpha, self.pool = int(channels), float(alpha), pool
         self.conv1 = Linear(self.channels, max(1, self.channels // int(reduction)), rng=rng)
         self.conv2 = Linear(max(1, self.channels // int(reduction)), self.channels, rng=rng)
         init_gate_bias(self.conv2, gate_bias)
 
     def gate(self, u):
-        """σ(Conv2(ReLU(Conv1(α·AvgPool(U))))) for u [N, C, H, W] -> [N, C, 1, 1], one gate per channel."""
-        z = self.conv2(F.relu(self.conv1(self.alpha * F.mean(u, axis=(2, 3)))))
+        """σ(Conv2(ReLU(Conv1(α·Pool(U))))) for u [N, C, H, W] -> [N, C, 1, 1], one gate per channel."""
+        pooled = sum(F.mean(u, axis=(2, 3)) if p == "avg" else F.max(u, axis=(2, 3)) for p in self.pool.split("+"))
+        z = self.conv2(F.relu(self.conv1(self.alpha * pooled)))
         return F.reshape(F.sigmoid(z), z.shape + (1, 1))
 
     def forward(self, u):
@@ -165,26 +181,34 @@ class StepAttention(Module):
 class STAALIF(neurons.BaseNeuron):
     """LIF with the spatial-temporal attention aggregator (eq. 6, 11–14) and TSRD; input [T, N, C, H, W].
 
-    Unrolled over t with ordinary autograd ops (no fused kernel). ``gc``/``pe``/``sa`` switch the blocks
-    off for ablations (off = identity; M, N stay). A [T, N, F] input (e.g. TASNN's hidden FC layer) is
-    run as [T, N, F, 1, 1]: the GC then pools over one position (Z = X + MLP(X)) and SA gates each
-    feature by a function of itself — defined, but not what the paper designs STAA for (conv maps).
+    Unrolled over t with ordinary autograd ops (no fused kernel). ``gc``/``sa`` switch the blocks off and
+    ``pe=None`` the position encoding, for ablations (off = identity; M, N stay). ``pe`` places Pos[t] at
+    "input" (X = I + Pos before GC1: the paper's choice (c), "the pre-aggregation spatial input port"),
+    "state" (H[t−1] + Pos before GC2), "both" (a second Pos for the state) or "aggregate" (U + Pos before SA):
+    RECONSTRUCTED, the paper's Fig. 2 is lost. ``pe_learn=False``: :func:`fixed_position_encoding`.
+    A [T, N, F] input (e.g. TASNN's hidden FC layer) is run as [T, N, F, 1, 1]: the GC then pools over one
+    position (Z = X + MLP(X)) and SA gates each feature by a function of itself — defined, but not what the
+    paper designs STAA for (conv maps).
     """
+    PLACEMENTS = (None, "input", "state", "both", "aggregate")
 
     def __init__(self, channels, T, tau=2.0, v_threshold=1.0, tsrd=0.1, rng=None, surrogate=None, v_reset=0.0,
-                 reduction=4, sa_reduction=16, alpha=2.0, sa_bias=4.0, pooling="softmax", gc=True, pe=True, sa=True):
+                 reduction=4, sa_reduction=16, alpha=2.0, sa_bias=4.0, pooling="sigmoid", gc=True, pe="input",
+                 sa=True, sa_pool="avg", pe_learn=True):
         super().__init__(v_threshold, v_reset, surrogate or neurons.Rectangle(1.0), False, 0.0, False)
-        if not tau > 1.0 or int(T) < 1 or not 0.0 <= tsrd <= 1.0 or v_reset is None:
-            raise ValueError(f"STAALIF: need tau > 1, T >= 1, 0 <= tsrd <= 1, hard reset; got tau={tau}, T={T}, "
-                             f"tsrd={tsrd}, v_reset={v_reset}")
+        if not tau > 1.0 or int(T) < 1 or not 0.0 <= tsrd <= 1.0 or v_reset is None or pe not in self.PLACEMENTS:
+            raise ValueError(f"STAALIF: need tau > 1, T >= 1, 0 <= tsrd <= 1, hard reset, pe in {self.PLACEMENTS}; "
+                             f"got tau={tau}, T={T}, tsrd={tsrd}, v_reset={v_reset}, pe={pe!r}")
         self.rng = rng or np.random.default_rng(0)
-        self.channels, self.T, self.tsrd, self.use_pe = int(channels), int(T), float(tsrd), bool(pe)
+        self.channels, self.T, self.tsrd, self.pe = int(channels), int(T), float(tsrd), pe
         self.gc1 = GCBlock(channels, reduction, pooling, self.rng) if gc else None
         self.gc2 = GCBlock(channels, reduction, pooling, self.rng) if gc else None
-        self.sa = StepAttention(channels, sa_reduction, alpha, sa_bias, self.rng) if sa else None
+        self.sa = StepAttention(channels, sa_reduction, alpha, sa_bias, sa_pool, self.rng) if sa else None
         M, N = init_coefficients(self.channels, tau)
         self.M, self.N = Parameter(M), Parameter(N)
-        self.pos = Parameter(np.zeros((self.T, self.channels), np.float32))
+        for name in ("pos", "pos_h") if pe == "both" else ("pos",) if pe else ():
+            pos = np.zeros((self.T, self.channels), np.float32) if pe_learn else fixed_position_encoding(T, channels)
+            setattr(self, name, Parameter(pos)) if pe_learn else self.register_buffer(name, pos)
         self.last_dropped = np.zeros(self.T, bool)
 
     def coefficients(self):
@@ -199,10 +223,19 @@ class STAALIF(neurons.BaseNeuron):
                              f"got {x.shape}")
         return x
 
+    def _pos(self, name, where):
+        """Pos [T, 1, C, 1, 1] (eq. 11) if the encoding sits at port ``where``, else None."""
+        if self.pe not in where:
+            return None
+        return F.reshape(getattr(self, "pos_h" if name == "state" and self.pe == "both" else "pos"),
+                         (self.T, 1, self.channels, 1, 1))
+
     def forward(self, x):
         shape = tensor(x).shape
         x = self._check(x)
-        xin = x + F.reshape(self.pos, (self.T, 1, self.channels, 1, 1)) if self.use_pe else x   # eq. 11
+        p_in, p_h, p_u = self._pos("input", ("input", "both")), self._pos("state", ("state", "both")), \
+            self._pos("aggregate", ("aggregate",))
+        xin = x + p_in if p_in is not None else x                                               # eq. 11
         gx = self.gc1(xin) if self.gc1 is not None else xin                                     # GC1, all t at once
         self.last_dropped = drop = tsrd_mask(self.T, self.tsrd, self.rng, self.training)
         h = Tensor(np.zeros(x.shape[1:], x.dtype))
@@ -211,7 +244,9 @@ class STAALIF(neurons.BaseNeuron):
             if drop[t]:
                 v = h + x_t                                                     # TSRD: plain addition
             else:
-                u = aggregate(self.M, self.N, self.gc2(h) if self.gc2 is not None else h, gx_t)    # eq. 6, 13
+                h_in = h + p_h[t] if p_h is not None else h
+                u = aggregate(self.M, self.N, self.gc2(h_in) if self.gc2 is not None else h_in, gx_t)  # eq. 6, 13
+                u = u + p_u[t] if p_u is not None else u
                 v = self.sa(u) if self.sa is not None else u                                    # eq. 12, 14
             s = F.spike(v - self.v_threshold, self.surrogate)                                   # eq. 2
             h = v * (1 - s) + self.v_reset * s                                                  # eq. 3
@@ -230,7 +265,7 @@ class STAALIF(neurons.BaseNeuron):
                            "v0": np.zeros((), s.dtype), "dropped": self.last_dropped.copy()}
 
     def extra_repr(self):
-        blocks = [n for n, on in (("GC", self.gc1 is not None), ("PE", self.use_pe), ("SA", self.sa is not None)) if on]
+        blocks = [n for n, on in (("GC", self.gc1 is not None), ("PE", self.pe), ("SA", self.sa is not None)) if on]
         return f"channels={self.channels}, T={self.T}, blocks={'+'.join(blocks) or 'none'}, tsrd={self.tsrd}"
 
 
