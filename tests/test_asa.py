@@ -161,7 +161,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="T, channels"):
         ASA(0, 3)
     with pytest.raises(ValueError, match="dataset"):
-        asa.run_comparison("nope", quick=True, log=None)
+        asa.claim_run_table3(0, True, None, dataset="nope")
 
 
 def test_gate_placement_in_tasnn():
@@ -177,18 +177,27 @@ def test_gate_placement_in_tasnn():
     assert isinstance(net[gates[0] + 1], neurons.LIF)
 
 
-def test_comparison_quick_report():
+def test_table3_quick_run_and_claims():
+    from minisnn import analysis, claims
     logs = []
-    rep = asa.run_comparison("digits", T=4, width=0.125, batch_size=16, quick=True, log=logs.append)["digits"]
-    for tag in ("vanilla", "asa1"):
-        r = rep[tag]
+    rep = asa.claim_run_table3(0, True, logs.append)
+    assert list(rep) == list(asa.ARMS) and any("kept epoch" in line for line in logs)
+    for r in rep.values():
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["nasfr"] <= 1 and r["qe"] > 0 and r["energy_pj"] > 0
-    assert rep["asa1"]["params"] - rep["vanilla"]["params"] == 3 * (16 + 2 + 36)  # T×T + a, b + two 3×3 convs
-    assert rep["asa1"]["mac"] > rep["vanilla"]["mac"]                            # attention adds MACs
-    dE = 4.6 * (rep["asa1"]["mac"] - rep["vanilla"]["mac"]) - 0.9 * (rep["vanilla"]["ac"] - rep["asa1"]["ac"])
-    assert rep["delta_energy_pj"] == pytest.approx(dE)
-    assert rep["delta_energy_pj"] == pytest.approx(rep["asa1"]["energy_pj"] - rep["vanilla"]["energy_pj"])
-    assert any("NASFR" in line and "asa1" in line for line in logs)
+        assert 0 <= r["ptd_nonneg"] <= 1 and np.isfinite(r["ptd"]) and r["mpd_var"] > 0
+        assert r["energy_pj"] == pytest.approx(4.6 * r["mac"] + 0.9 * r["ac"])
+    added = {k: rep[k]["params"] - rep["vanilla"]["params"] for k in asa.ARMS}
+    # T = 4, channels 8/16/16: eq. 9 (2·4·2) + a, b + two 3×3 convs; SA one 7×7 conv; TCSA + TA (4→1→4), CA (C→C/4→C)
+    assert added == {"vanilla": 0, "asa1": 3 * (16 + 2 + 36), "asa2": 3 * 38, "sa": 3 * 98,
+                     "tcsa": 3 * 98 + 3 * 8 + 2 * 8 * 2 + 2 * 2 * 16 * 4}
+    assert rep["tcsa"]["mac"] > rep["sa"]["mac"] > rep["vanilla"]["mac"] and rep["asa1"]["mac"] > rep["asa2"]["mac"]
+    d = analysis.delta_energy(rep["vanilla"], rep["asa1"])["delta_energy_pj"]          # eq. 11 = E_ASA − E_vanilla
+    assert d == pytest.approx(rep["asa1"]["energy_pj"] - rep["vanilla"]["energy_pj"])
+    for c in asa.CLAIMS:                                   # every claim names an arm and a metric the run returns
+        assert c.experiment in asa.EXPERIMENTS and c.metric in rep[c.method] and c.baseline in rep
+        assert c.margin in (0.0, 0.01) and (c.margin == 0 or c.metric == "accuracy")
+    assert {c.baseline for c in asa.CLAIMS} == {"vanilla", "sa", "tcsa"}
+    assert claims.collect("asa")[1] == asa.CLAIMS
 
 
 def _paper_layers(make):

@@ -202,7 +202,7 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="tsrd"):
         staa.STAALIF(8, 5, tsrd=1.5)
     with pytest.raises(ValueError, match="dataset"):
-        staa.run_comparison("cifar")
+        staa.claim_run_lowT(0, True, dataset="cifar")
 
 
 def test_factory_in_models_and_flat_input():
@@ -313,3 +313,22 @@ def test_fixed_position_encoding_and_placements():
     assert staa.GCBlock(4).pooling == "sigmoid" and staa.STAALIF(4, 3).gc1.pooling == "sigmoid"   # eq. 7
     with pytest.raises(ValueError, match="pe in"):
         staa.STAALIF(4, 3, pe="output")
+
+
+def test_low_T_quick_run_claims_and_ablations():
+    from minisnn import claims
+    rep = staa.claim_run_lowT(0, True, Ts=(2, 4))
+    assert set(rep) == {f"{n}_T{T}" for n in staa.VARIANTS for T in (2, 4)}
+    assert all(0 <= r["accuracy"] <= 1 and 0 <= r["spike_rate"] <= 1 for r in rep.values())
+    assert claims.collect("staa")[1] == staa.CLAIMS
+    arms = {f"{n}_T{T}" for n in staa.VARIANTS for T in (2, 4, 8)}
+    assert all(c.baseline in arms and c.method in arms and c.metric == "accuracy" for c in staa.CLAIMS)
+    assert {c.baseline for c in staa.CLAIMS} == {"lif_T2", "lif_T4", "lif_T8"}
+    layers = lambda name: [m for m in models.ConvSNN(10, 2, 8, 4, staa.ABLATIONS[name](4, np.random.default_rng(0)))
+                           .modules() if isinstance(m, staa.STAALIF)]
+    assert layers("pe_fixed")[0].pe == "input" and "pos" not in dict(layers("pe_fixed")[0].named_parameters())
+    assert layers("sa_max")[1].sa.pool == "max" and layers("sa_max")[1].sa.alpha == 1.0
+    assert layers("gc_softmax")[0].gc2.pooling == "softmax" and layers("staa")[0].gc2.pooling == "sigmoid"
+    assert layers("pe_both")[0].pe == "both" and layers("pe_none")[0].pe is None
+    biases = [staa.VARIANTS[n](2, np.random.default_rng(0))(8).sa.conv2.bias.data for n in ("staa", "staa_paper_init")]
+    assert (biases[0] == 4.0).all() and np.abs(biases[1]).max() < 1.0          # sa_bias=4 vs the default init
