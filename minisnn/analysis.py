@@ -108,10 +108,8 @@ def _spikes(s, name="s"):
 
 
 def firing_rates(s):
-    """Definition 1 for one layer's spikes [T, N, C, ...] (or [T, N, F]): N-SFR, C-SFR, T-SFR.
-
-    Returns {"n_sfr": [T, C, ...] = mean over samples, "c_sfr": [T, C], "t_sfr": [T], "rate": float}.
-    """
+    """Definition 1 for one layer's spikes [T, N, C, ...] (or [T, N, F]) -> {"n_sfr": [T, C, ...] (mean over
+    samples), "c_sfr": [T, C], "t_sfr": [T], "rate": float}."""
     s = _spikes(s)
     n_sfr = s.mean(1)
     T, C = n_sfr.shape[:2]
@@ -166,36 +164,31 @@ def _per_channel(u):
 def membrane_histogram(u, bins=50, range=None):
     """Definition 5: MPD per (t, channel) of a layer's membranes u [T, N, C, ...] -> (counts [T, C, bins], edges).
 
-    ``edges`` [T, C, bins + 1]: by default each (t, c) spans its own min..max (a constant channel: its value ± 0.5),
-    so a narrow channel gets all ``bins`` bins too; ``range=(lo, hi)`` gives every (t, c) the same edges (to compare
-    models), dropping values outside it. The last bin is closed.
-    """
+    ``edges`` [T, C, bins + 1]: each (t, c) spans its own min..max (a constant one: value ± 0.5), so a narrow
+    channel gets all ``bins`` bins too; ``range=(lo, hi)``: the same edges for all (to compare models), values
+    outside dropped. The last bin is closed."""
     if int(bins) < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
     v, bins = _per_channel(u), int(bins)
     T, C = v.shape[:2]
     v = v.reshape(T * C, -1)
-    if range is None:
-        lo, hi = v.min(1, keepdims=True), v.max(1, keepdims=True)
-        lo, hi = np.where(hi > lo, lo, lo - 0.5), np.where(hi > lo, hi, hi + 0.5)
-    else:
-        lo, hi = np.full((T * C, 1), float(range[0])), np.full((T * C, 1), float(range[1]))
-        if not hi[0, 0] > lo[0, 0]:
-            raise ValueError(f"range must be (lo, hi) with hi > lo, got {range}")
+    if range is not None and not float(range[1]) > float(range[0]):
+        raise ValueError(f"range must be (lo, hi) with hi > lo, got {range}")
+    lo, hi = (v.min(1, keepdims=True), v.max(1, keepdims=True)) if range is None else np.float64(range)[:, None, None]
+    lo, hi = np.where(hi > lo, lo, lo - 0.5), np.where(hi > lo, hi, hi + 0.5)
     edges = np.concatenate([lo + (hi - lo) * np.linspace(0.0, 1.0, bins + 1)[:-1], hi], axis=1)
     idx = np.clip(np.floor((v - lo) / (hi - lo) * bins), 0, bins - 1).astype(np.int64)
     rows = np.broadcast_to(np.arange(T * C)[:, None], v.shape)
     ok = (v >= lo) & (v <= hi)
     counts = np.bincount((rows * bins + idx)[ok], minlength=T * C * bins)
-    return counts.reshape(T, C, bins), edges.reshape(T, C, bins + 1)
+    return counts.reshape(T, C, bins), np.broadcast_to(edges, (T * C, bins + 1)).reshape(T, C, bins + 1)
 
 
 def ptd(counts, edges, v_threshold):
     """Definition 6: peak-to-threshold distance = mean centre of the three tallest non-empty bins − V_th.
 
-    ``counts`` [..., bins], ``edges`` [..., bins + 1] broadcastable to it (e.g. from :func:`membrane_histogram`).
-    With fewer than three non-empty bins the non-empty ones are averaged (an empty histogram gives NaN); ties
-    between equally tall bins go to the lower potential. Returns an array of shape ``counts.shape[:-1]``.
+    ``counts`` [..., bins], ``edges`` [..., bins + 1] broadcastable to it (:func:`membrane_histogram`) -> shape
+    ``counts.shape[:-1]``. Fewer than three non-empty bins: their mean (none: NaN); ties go to the lower potential.
     """
     counts, edges = np.asarray(counts), np.asarray(edges, np.float64)
     if counts.ndim < 1 or edges.shape[-1:] != (counts.shape[-1] + 1,):
@@ -245,9 +238,7 @@ def energy(model, data, e_mac=E_MAC, e_ac=E_AC, max_batches=None):
 
 
 def delta_energy(base, other, e_mac=E_MAC, e_ac=E_AC):
-    """Eq. 11: ΔE = E_MAC·ΔMAC − E_AC·ΔAC, ΔMAC = MACs added by ``other`` (e.g. attention), ΔAC = ACs it saves.
-
-    ``base``/``other`` are :func:`energy` results; ΔE < 0 means ``other`` is cheaper (= E_other − E_base).
-    """
+    """Eq. 11: ΔE = E_MAC·ΔMAC − E_AC·ΔAC, ΔMAC = MACs added by ``other`` (e.g. attention), ΔAC = ACs it saves;
+    ``base``/``other`` are :func:`energy` results; ΔE < 0 means ``other`` is cheaper (= E_other − E_base)."""
     d_mac, d_ac = other["mac"] - base["mac"], base["ac"] - other["ac"]
     return {"delta_mac": d_mac, "delta_ac": d_ac, "delta_energy_pj": e_mac * d_mac - e_ac * d_ac}

@@ -215,7 +215,8 @@ def test_table3_parameter_counts_and_delta_macs():
     macs = {k: sum(m.macs(shp) for m, shp in v) for k, v in layers.items()}        # ours: per sample
     assert macs == {"sa": 6521472, "tcsa": 19348656, "asa1": 7590144, "asa2": 6438144}
     # the paper's SA row: the 7×7 conv at each of the T steps plus one gate multiply per element
-    per_step = lambda k, gates: sum(shp[0] * (m.conv.size * shp[3] ** 2 + gates * np.prod(shp[2:])) for m, shp in layers[k])
+    per_step = lambda k, gates: sum(shp[0] * (m.conv.size * shp[3] ** 2 + gates * np.prod(shp[2:]))
+                                    for m, shp in layers[k])
     assert round(per_step("sa", 1) / 1e5) == 143                                  # 14.3 M
     tcsa_mlp = sum(2 * (m.t1.size + m.t2.size + m.c1.size + m.c2.size) for m, _ in layers["tcsa"])
     assert round((per_step("tcsa", 3) + tcsa_mlp) / 1e5) == 271                   # paper: 27.3 M
@@ -245,7 +246,8 @@ def _np_tcsa(x, m):
         g = sig(mlp(x.mean((2, 3, 4)).T, m.t1.data, m.t2.data) + mlp(x.max((2, 3, 4)).T, m.t1.data, m.t2.data))
         x = x * g.T[:, :, None, None, None]
     if m.channel:
-        x = x * sig(mlp(x.mean((0, 3, 4)), m.c1.data, m.c2.data) + mlp(x.max((0, 3, 4)), m.c1.data, m.c2.data))[None, :, :, None, None]
+        g = sig(mlp(x.mean((0, 3, 4)), m.c1.data, m.c2.data) + mlp(x.max((0, 3, 4)), m.c1.data, m.c2.data))
+        x = x * g[None, :, :, None, None]
     k = m.conv.shape[-1]
     feat = np.pad(np.stack([x.mean((0, 2)), x.max((0, 2))], 1), ((0, 0), (0, 0), (k // 2,) * 2, (k // 2,) * 2))
     conv = sum(m.conv.data[0, :, i, j, None, None] * feat[:, :, i:i + H, j:j + W] for i in range(k) for j in range(k))

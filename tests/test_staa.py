@@ -64,22 +64,6 @@ def test_default_init_is_close_to_lif_and_flags_off_is_lif():
     assert 0.9 < (m(ms.Tensor(x)).data == lif).mean() < 1.0
 
 
-@settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), T=st.integers(1, 6))
-def test_reduces_to_the_adaptive_lif(seed, T):
-    """Same reductions with learnt per-channel M, N: V = M ⊙ H + N ⊙ I (eq. 6) == LIF(decay=M, gain=N)."""
-    rng = np.random.default_rng(seed)
-    x = _x(T=T, seed=seed)
-    m = staa.STAALIF(8, T, tsrd=0.5, rng=rng)
-    _force_identity(m)
-    m.M.data = rng.uniform(0.1, 1.0, (8, 1, 1)).astype(np.float32)
-    m.N.data = rng.uniform(0.2, 1.5, (8, 1, 1)).astype(np.float32)
-    m.eval()
-    ref = neurons.LIF(decay=m.M.data, gain=m.N.data, surrogate=RECT)
-    for a, b in zip(_run_recorded(m, x), _run_recorded(ref, x)):
-        assert np.array_equal(a, b)
-
-
 def test_tsrd_beta_one_is_the_plain_addition_neuron():
     """β = 1: step 1 uses the aggregator, every later step V = H[t−1] + I[t] (no Pos, no GC, no SA)."""
     x = _x(T=6, seed=5)
@@ -311,6 +295,8 @@ def test_fixed_position_encoding_and_placements():
     names = lambda **kw: {n for n, _ in staa.STAALIF(4, 3, **kw).named_parameters() if n.startswith("pos")}
     assert names() == {"pos"} and names(pe="both") == {"pos", "pos_h"} and names(pe=None) == set()
     assert staa.GCBlock(4).pooling == "sigmoid" and staa.STAALIF(4, 3).gc1.pooling == "sigmoid"   # eq. 7
+    sa = staa.STAALIF(4, 3).sa
+    assert sa.pool == "avg" and sa.alpha == 2.0                                  # eq. 12: α·AvgPool, α = 2
     with pytest.raises(ValueError, match="pe in"):
         staa.STAALIF(4, 3, pe="output")
 
@@ -332,3 +318,19 @@ def test_low_T_quick_run_claims_and_ablations():
     assert layers("pe_both")[0].pe == "both" and layers("pe_none")[0].pe is None
     biases = [staa.VARIANTS[n](2, np.random.default_rng(0))(8).sa.conv2.bias.data for n in ("staa", "staa_paper_init")]
     assert (biases[0] == 4.0).all() and np.abs(biases[1]).max() < 1.0          # sa_bias=4 vs the default init
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), T=st.integers(1, 6))
+def test_reduces_to_the_adaptive_lif(seed, T):
+    """Same reductions with learnt per-channel M, N: V = M ⊙ H + N ⊙ I (eq. 6) == LIF(decay=M, gain=N)."""
+    rng = np.random.default_rng(seed)
+    x = _x(T=T, seed=seed)
+    m = staa.STAALIF(8, T, tsrd=0.5, rng=rng)
+    _force_identity(m)
+    m.M.data = rng.uniform(0.1, 1.0, (8, 1, 1)).astype(np.float32)
+    m.N.data = rng.uniform(0.2, 1.5, (8, 1, 1)).astype(np.float32)
+    m.eval()
+    ref = neurons.LIF(decay=m.M.data, gain=m.N.data, surrogate=RECT)
+    for a, b in zip(_run_recorded(m, x), _run_recorded(ref, x)):
+        assert np.array_equal(a, b)
