@@ -134,7 +134,11 @@ def digits_images():
     """scikit-learn's 1,797 8x8 digits (0..16) -> 28x28 in [0, 1] laid out like MNIST: bicubic
     upsampling to 20x20 (clipped to [0, 1]) centred with a 4 px margin.  Returns (images, labels)."""
     from scipy.ndimage import zoom
-    from sklearn.datasets import load_digits                     # imported here only: keeps import cheap
+    try:
+        from sklearn.datasets import load_digits                 # imported here only: keeps import cheap
+    except ImportError:
+        raise ModuleNotFoundError('DigitsDVS needs scikit-learn, which ships the digits: pip install -e ".[data]"',
+                                  name="sklearn") from None
     d = load_digits()
     up = np.clip(zoom(d.images / 16.0, (1, 2.5, 2.5), order=3), 0.0, 1.0)
     return np.pad(up, ((0, 0), (4, 4), (4, 4))), d.target.astype(np.int64)

@@ -107,7 +107,8 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as exc:   # the user's input or setup
         if os.environ.get("MINISNN_TRACEBACK"):
             raise
-        hint = ' (install the extras: pip install -e ".[data]")' if isinstance(exc, ModuleNotFoundError) else ""
+        hint = ' (install the extras: pip install -e ".[data]")' if isinstance(exc, ModuleNotFoundError) and \
+            "pip install" not in str(exc) else ""
         print(f"python -m minisnn {args.cmd}: error: {exc}{hint}", file=sys.stderr)
         return 2
     return 0

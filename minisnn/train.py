@@ -88,9 +88,9 @@ def train_epoch(model, loader, optimizer, loss_fn=losses.cross_entropy, step_hoo
             raise FloatingPointError(f"{where}: training diverged (loss {value:.4g}, first loss {first_loss:.4g})")
         optimizer.zero_grad()
         loss.backward()
-        _check_finite(model, "gradient", where)
         if step_hook is not None:
             step_hook(model)
+        _check_finite(model, "gradient", where)
         optimizer.step()
         _check_finite(model, "parameter", where)
         tot_loss += value * len(y)
