@@ -164,10 +164,9 @@ class TCSA(Module):
         x = _check(self, x, self.temporal)
         T, N, C = x.shape[:3]
         gate = lambda avg, mx, w1, w2: F.sigmoid(_mlp(avg, w1, w2) + _mlp(mx, w1, w2))
-        if self.temporal:   # pooled over C, H, W: [T, N] -> an MLP over T per sample
-            nt = lambda p: F.transpose(p, (1, 0))
-            g = gate(nt(x.mean(axis=(2, 3, 4))), nt(x.max(axis=(2, 3, 4))), self.t1, self.t2)
-            x = x * F.reshape(nt(g), (T, N, 1, 1, 1))
+        if self.temporal:   # pooled over C, H, W: [T, N] -> [N, T], an MLP over T per sample
+            g = gate(*(F.transpose(p(x, axis=(2, 3, 4)), (1, 0)) for p in (F.mean, F.max)), self.t1, self.t2)
+            x = x * F.reshape(F.transpose(g, (1, 0)), (T, N, 1, 1, 1))
         if self.channel:
             x = x * F.reshape(gate(x.mean(axis=(0, 3, 4)), x.max(axis=(0, 3, 4)), self.c1, self.c2), (1, N, C, 1, 1))
         return F.relu(x * F.reshape(spatial_attention(x, self.conv), (1, N, 1) + x.shape[3:]))

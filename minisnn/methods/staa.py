@@ -70,10 +70,7 @@ def tsrd_mask(T, beta, rng, training):
     """TSRD (§3.2: "randomly dropout the augmentation module at timestep t ∈ (0, T) with a dropout probability β")
     -> bool [T], the steps that use the plain addition. RECONSTRUCTED: one draw per step for the whole batch; the
     first step is never dropped (t counted from 0); never at inference."""
-    drop = np.zeros(T, bool)
-    if training and beta > 0 and T > 1:
-        drop[1:] = rng.random(T - 1) < beta
-    return drop
+    return np.r_[False, rng.random(T - 1) < beta] if training and beta > 0 and T > 1 else np.zeros(T, bool)
 
 
 def fixed_position_encoding(T, channels):
@@ -106,11 +103,9 @@ class GCBlock(Module):
         self.channels, self.hidden, self.pooling = int(channels), max(1, int(channels) // int(reduction)), pooling
         self.key = Linear(self.channels, 1, rng=rng)
         self.query = Linear(self.channels, self.hidden, rng=rng)
-        self.ln_weight = Parameter(np.ones(self.hidden, np.float32))
-        self.ln_bias = Parameter(np.zeros(self.hidden, np.float32))
+        self.ln_weight, self.ln_bias = (Parameter(f(self.hidden, np.float32)) for f in (np.ones, np.zeros))
         self.value = Linear(self.hidden, self.channels, rng=rng)
-        self.value.weight.data[...] = 0
-        self.value.bias.data[...] = 0
+        self.value.weight.data[...], self.value.bias.data[...] = 0, 0
 
     def context(self, x):
         """W_v of eq. 9 for x [N, C, H, W] -> [N, C, 1, 1] (the term that eq. 10 adds to every position)."""
@@ -185,11 +180,9 @@ class STAALIF(neurons.BaseNeuron):
                              f"got tau={tau}, T={T}, tsrd={tsrd}, v_reset={v_reset}, pe={pe!r}")
         self.rng = rng or np.random.default_rng(0)
         self.channels, self.T, self.tsrd, self.pe = int(channels), int(T), float(tsrd), pe
-        self.gc1 = GCBlock(channels, reduction, pooling, self.rng) if gc else None
-        self.gc2 = GCBlock(channels, reduction, pooling, self.rng) if gc else None
+        self.gc1, self.gc2 = (GCBlock(channels, reduction, pooling, self.rng) if gc else None for _ in "12")
         self.sa = StepAttention(channels, sa_reduction, alpha, sa_bias, sa_pool, self.rng) if sa else None
-        M, N = init_coefficients(self.channels, tau)
-        self.M, self.N = Parameter(M), Parameter(N)
+        self.M, self.N = map(Parameter, init_coefficients(self.channels, tau))
         for name in dict.fromkeys(self.PORTS[pe].values()):
             pos = np.zeros((self.T, self.channels), np.float32) if pe_learn else fixed_position_encoding(T, channels)
             setattr(self, name, Parameter(pos)) if pe_learn else self.register_buffer(name, pos)
@@ -216,7 +209,7 @@ class STAALIF(neurons.BaseNeuron):
         gx = self.gc1(xin) if self.gc1 is not None else xin                                     # GC1, all t at once
         self.last_dropped = drop = tsrd_mask(self.T, self.tsrd, self.rng, self.training)
         h = Tensor(np.zeros(x.shape[1:], x.dtype))
-        spikes, mems, posts = [], [], []
+        steps = []
         for t, (x_t, gx_t) in enumerate(zip(x, gx)):
             if drop[t]:
                 v = h + x_t                                                     # TSRD: plain addition
@@ -227,9 +220,8 @@ class STAALIF(neurons.BaseNeuron):
                 v = self.sa(u) if self.sa is not None else u                                    # eq. 12, 14
             s = F.spike(v - self.v_threshold, self.surrogate)                                   # eq. 2
             h = v * (1 - s) + self.v_reset * s                                                  # eq. 3
-            spikes.append(s)
-            mems.append(v.data)
-            posts.append(h.data)
+            steps.append((s, v.data, h.data))
+        spikes, mems, posts = zip(*steps)
         self._record(np.stack([s.data for s in spikes]), np.stack(mems), np.stack(posts))
         return F.reshape(F.stack(spikes), shape)
 
