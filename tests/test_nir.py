@@ -372,7 +372,7 @@ def unsupported_layers():
         ("MaxPool2d", nn.MaxPool2d(2), "max pooling"),
         ("AdaptiveAvgPool2d", nn.AdaptiveAvgPool2d(2), "no node"),
         ("ASA", asa.asa_gate(4)(4, 0), "attention gates"),
-        ("Razor", razor.razor_gate(4)(4, 1), "attention gates"),
+        ("Razor", razor.RazorGate(4, 4), "attention gates"),
         ("STAA neuron", staa.staa_neuron(4)(4), "custom neurons"),
         ("STAA GC block", staa.GCBlock(4), "attention gates"),
         ("STAA step attention", staa.StepAttention(4, reduction=2), "attention gates"),
