@@ -246,10 +246,8 @@ def _lif_backward_numpy(gs, gu, x, u, gx, gc, gd, gv, c, d, h0, v_th, v_reset, h
         gh = c * du
         if not params:   # as the C kernel: dL/d(decay) and dL/d(gain) stay 0
             continue
-        if t == 0:
-            hprev = np.broadcast_to(h0, gh.shape)
-        else:
-            hprev = u[t - 1] * (1 - s[t - 1]) + v_reset * s[t - 1] if hard else u[t - 1] - v_th * s[t - 1]
+        hprev = (np.broadcast_to(h0, gh.shape) if t == 0 else   # h[t−1], h[0] = v0
+                 u[t - 1] * (1 - s[t - 1]) + v_reset * s[t - 1] if hard else u[t - 1] - v_th * s[t - 1])
         gc += du * (hprev - v_rest)
         gd += du * x[t]
     gv[:] = gh

@@ -250,11 +250,9 @@ def _offsets(kh, kw, sh, sw, Ho, Wo):
 
 
 def _out_size(n, k, stride, name):
-    if stride < 1:
-        raise ValueError(f"{name}: stride must be >= 1, got {stride}")
-    out = (n - k) // stride + 1
+    out = (n - k) // stride + 1 if stride >= 1 else 0
     if out < 1:
-        raise ValueError(f"{name}: input size {n} is too small for kernel {k}")
+        raise ValueError(f"{name}: input size {n} is too small for kernel {k}, or stride {stride} is not >= 1")
     return out
 
 

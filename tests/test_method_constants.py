@@ -107,7 +107,11 @@ def test_student_feeds_the_teacher_the_first_t1_frames_and_the_snn_the_rest():
 
 
 def test_membrane_histogram_of_a_constant_membrane():
-    """A constant u (a silent layer at rest) gets the unit-wide range [u, u + 1]; every value in the first bin."""
-    counts, edges = analysis.membrane_histogram(np.full((2, 3, 2), 0.5), bins=4)
-    np.testing.assert_allclose(edges, [0.5, 0.75, 1.0, 1.25, 1.5])
-    assert counts.tolist() == [[[3, 0, 0, 0]] * 2] * 2
+    """A constant (t, c) row (a silent channel at rest) spans value ± 0.5: edges [0, 1] for u = 0.5, all in bin 2 of 4;
+    a varying channel beside it keeps its own min..max."""
+    u = np.full((2, 3, 2), 0.5)
+    u[:, :, 1] = [0.0, 1.0, 2.0]
+    counts, edges = analysis.membrane_histogram(u, bins=4)
+    np.testing.assert_allclose(edges[:, 0], [[0.0, 0.25, 0.5, 0.75, 1.0]] * 2)
+    np.testing.assert_allclose(edges[:, 1], [[0.0, 0.5, 1.0, 1.5, 2.0]] * 2)
+    assert counts.tolist() == [[[0, 0, 3, 0], [1, 0, 1, 1]]] * 2
