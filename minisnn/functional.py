@@ -345,7 +345,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     kernel taps (no np.add.at) adds W[:, :, a, b]ᵀ @ g into the tap's view of dx_pad (the backward of ConvSNN's
     second conv 1.07–1.13x faster than col2im(Wᵀ @ g), whose columns fill the cache; equal at 64 → 128 channels);
     dW = Σ_n g[n] @ cols[n]ᵀ on recomputed columns, or with wide rows one GEMM per tap,
-    dW[:, :, a, b] = Σ_n g[n] @ tap_ab(x_pad[n])ᵀ (no columns; 30 % faster at C = 16).
+    dW[:, :, a, b] = Σ_n g[n] @ tap_ab(x_pad[n])ᵀ (no columns; 30 % faster at C = 16). Textbook twin: conv2d_textbook.
     """
     x = tensor(x)
     ph, pw = _pair(padding, "padding")
@@ -381,6 +381,30 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         gw = chunked(chunk, N, item)
         gw = np.sum(gw, axis=0).reshape(weight.shape) if weight.requires_grad else None
         return (gx, gw) + ((_chan_sum(g),) if bias is not None else ())
+    return make(out, (x, weight) + ((bias,) if bias is not None else ()), backward)
+
+
+def conv2d_textbook(x, weight, bias=None, stride=1, padding=0):
+    """The textbook twin of :func:`conv2d` (the tests hold them equal): im2col + one GEMM, col2im backward.
+
+    cols[n, (c,a,b), (i,j)] = x_pad[n, c, s·i+a, s·j+b];  out[n] = W[O, C·kh·kw] @ cols[n] + bias;
+    dW = Σ_n g[n] @ cols[n]ᵀ;  dx = col2im(Wᵀ @ g): each column entry is added back where it was copied from.
+    """
+    x, (ph, pw), (O, C, kh, kw) = tensor(x), _pair(padding, "padding"), weight.shape
+    xp = np.pad(x.data, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    Ho, Wo = _out_size(xp.shape[2], kh, stride, "conv2d"), _out_size(xp.shape[3], kw, stride, "conv2d")
+    taps = list(_offsets(kh, kw, stride, Ho, Wo))
+    cols = np.stack([xp[sl] for _, _, sl in taps], axis=2).reshape(len(xp), C * kh * kw, Ho * Wo)
+    w2 = weight.data.reshape(O, -1)
+    out = (w2 @ cols).reshape(len(xp), O, Ho, Wo) + (0 if bias is None else bias.data[:, None, None])
+
+    def backward(g):
+        g2, dxp = g.reshape(len(xp), O, -1), np.zeros_like(xp)
+        dcols = (w2.T @ g2).reshape(len(xp), C, kh * kw, Ho, Wo)
+        for k, (_, _, sl) in enumerate(taps):   # col2im
+            dxp[sl] += dcols[:, :, k]
+        dw = (g2 @ cols.transpose(0, 2, 1)).sum(0).reshape(weight.shape)
+        return (dxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]], dw) + ((g.sum((0, 2, 3)),) if bias is not None else ())
     return make(out, (x, weight) + ((bias,) if bias is not None else ()), backward)
 
 
@@ -422,16 +446,11 @@ def _avg_backward(g, gx, kh, kw, s):
     r = (np.empty if tiles else np.zeros)(g.shape[:3] + (W,), g.dtype)
     if not tiles:
         gx[...] = 0
+    put = np.copyto if disjoint else lambda dst, v: np.add(dst, v, out=dst)
     for b in range(kw):
-        if disjoint:
-            r[..., b:b + s * Wo:s] = gk
-        else:
-            r[..., b:b + s * Wo:s] += gk
+        put(r[..., b:b + s * Wo:s], gk)
     for a in range(kh):
-        if disjoint:
-            gx[:, :, a:a + s * Ho:s] = r
-        else:
-            gx[:, :, a:a + s * Ho:s] += r
+        put(gx[:, :, a:a + s * Ho:s], r)
     return gx
 
 
@@ -534,6 +553,7 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
     with the unbiased variance (PyTorch's convention). Eval: running stats, a per-channel affine map.
     Backward: dx = scale·g − scale·mean(g) − x̂·scale·mean(g·x̂) with scale = γ/√(σ² + ε) (eval: dx = scale·g).
     Every pass runs over cache-sized chunks of the batch (:func:`chunked`); x̂ is recomputed, never stored.
+    Textbook twin: batch_norm_textbook.
     """
     x = tensor(x)
     C, n = x.shape[1], x.size // x.shape[1]
@@ -575,6 +595,29 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
         chunked(chunk, len(xd), item)
         return gx.reshape(x.shape), gw, gb
     return make(out.reshape(x.shape), (x, weight, bias), backward)
+
+
+def batch_norm_textbook(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """The textbook twin of :func:`batch_norm` (the tests hold them equal): the mean, then the variance, in two
+    passes; x̂ is stored. dx = (γ/σ)·(g − mean(g) − x̂·mean(g·x̂)) in training, (γ/σ)·g in eval."""
+    x, axes = tensor(x), (0,) + tuple(range(2, x.ndim))
+    per_channel = lambda v: np.reshape(v, (1, -1) + (1,) * (x.ndim - 2))  # noqa: E731
+    if training:
+        mu, n = x.data.mean(axes), x.size // x.shape[1]
+        var = ((x.data - per_channel(mu)) ** 2).mean(axes)
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mu
+        running_var[...] = (1 - momentum) * running_var + momentum * var * n / (n - 1 if n > 1 else 1)
+    else:
+        mu, var = running_mean, running_var
+    sigma = per_channel(np.sqrt(var + eps))
+    xhat = (x.data - per_channel(mu)) / sigma
+    scale = per_channel(weight.data) / sigma
+
+    def backward(g):
+        mean = lambda a: a.mean(axes, keepdims=True)  # noqa: E731
+        gx = scale * (g - mean(g) - xhat * mean(g * xhat)) if training else scale * g
+        return gx, (g * xhat).sum(axes), g.sum(axes)
+    return make(per_channel(weight.data) * xhat + per_channel(bias.data), (x, weight, bias), backward)
 
 
 def layer_norm(x, axes, weight=None, bias=None, eps=1e-5):

@@ -81,9 +81,8 @@ def _ab_rule(xp, xn, R, pos, neg, alpha, beta):
             continue
         ops = [(v, op) for v, op in pairs if op is not None and v is not None]
         Z = sum((fwd(v) for v, (fwd, _) in ops), np.zeros_like(R))   # Σ_i z±_ij
-        cR = coef * R
-        s, nz = _safe_div(cR, Z)
-        lost += cR * ~nz
+        s, nz = _safe_div(coef * R, Z)
+        lost += coef * R * ~nz
         for v, (_, tr) in ops:
             R_in += v * tr(s, v)
     return R_in, lost

@@ -248,3 +248,5 @@ def test_slrp_forward_records_no_membranes():
     assert all(e is None for e in extras)
     _, _, extras, _ = rv._forward(m, np.ones((2, 1, 2, 8, 8)))
     assert extras[2]["h"].shape == (2, 1, 4, 8, 8)
+    rv.explain(m, np.ones((2, 1, 2, 8, 8)), mode="slrp")
+    assert m[2].extras is None and m[6].extras is None   # explain(mode="slrp") ran the inference pass
