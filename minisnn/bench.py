@@ -62,17 +62,14 @@ def convsnn_step(T=10, N=32, repeats=7):
 
 def relevance_vs_step(T=10, N=32, repeats=7):
     """(SLTRP, SLRP) saliency of the bench batch / one training step: the three alternated, medians of the ratios.
-    A first step with BN momentum 1 sets the running statistics to the batch's, so that the net spikes in eval mode
-    as a trained one does (an untrained net's eval pass is silent: no relevance would reach the input)."""
+    BN momentum 1 keeps the running statistics at the batch's, so that the net spikes in eval mode as a trained one
+    does (an untrained net's eval pass is silent: no relevance would reach the input)."""
     model, x, y, step = _bench_net(T, N)
-    bns = [m for m in model if isinstance(m, nn.BatchNorm2d)]
-    for m in bns:
-        m.momentum = 1.0
-    step()
-    for m in bns:
-        m.momentum = 0.1
+    for m in model:
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 1.0
     calls = [step] + [lambda mode=mode: relevance.saliency(model, x, y, mode) for mode in relevance.MODES]
-    times = np.array([[_seconds(f) for f in calls] for _ in range(repeats + 1)])[1:]   # round 0 warms up
+    times = np.array([[_seconds(f) for f in calls] for _ in range(repeats + 1)])[1:]   # round 0 warms up, calibrates
     return tuple(float(np.median(times[:, k] / times[:, 0])) for k in (1, 2))
 
 
@@ -163,12 +160,13 @@ def _run_one(name, T, N, repeats):
     print(json.dumps(list(ms) + [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))
 
 
-def peers(T=10, N=32, repeats=7, rounds=3, log=print):
+def peers(T=10, N=32, repeats=7, rounds=5, log=print):
     """minisnn / peer for every installed peer: each measurement in a fresh process (malloc tuned as the command line
     does), processes interleaved round by round; medians over the rounds of the per-round ratios."""
     names = ["minisnn"] + [p for p in PEERS if importlib.util.find_spec(p)]
     log(f"peers installed: {names[1:]}, skipped: {[p for p in PEERS if p not in names]}")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(__file__))] + sys.path))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # spinning OpenMP workers made PyTorch 4-6x slower on a busy VM
     code = "import minisnn.__main__ as m; m._keep_freed_memory(); from minisnn import bench; bench._run_one({!r}, {}, {}, {})"
     runs = {n: [] for n in names}
     for _ in range(rounds):

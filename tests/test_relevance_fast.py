@@ -1,9 +1,10 @@
 """The fast path of relevance.explain (issue 20) against a frozen copy of the plain implementation it replaced.
 
-``explain`` runs linear maps through ``_ab_fast`` (chunks of rows on every core, no graph, zero inputs skipped) and
-computes SLTRP's γ per chunk of samples. Below is the plain code it replaced (minisnn at commit 786cfe7), frozen as
-the textbook reference: every rule through an autograd graph, ``np.divide(where=)`` for 0/0 := 0. The fast
-``explain`` must give the same relevance, layer by layer, and the same conservation sums, to float rounding.
+``explain`` runs linear maps through ``_ab_fast`` (chunks of rows on every core, no graph, non-negative inputs not
+split) and computes SLTRP's γ per chunk of neurons. Below is the plain code it replaced (minisnn at commit 786cfe7),
+frozen as the textbook reference: every rule through an autograd graph (``relevance._linear_op``, unchanged), and
+``np.divide(where=)`` for 0/0 := 0. The fast ``explain`` must give the same relevance, layer by layer, and the same
+conservation sums, to float rounding.
 """
 import numpy as np
 import pytest
@@ -23,24 +24,12 @@ def plain_safe_div(a, b):
     return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape, np.result_type(a, b)), where=nz), nz
 
 
-def plain_linear_op(fn, x):
-    xt = Tensor(x, requires_grad=True)
-    with autograd.enable_grad():
-        out = fn(xt)
-
-    def transpose(g):
-        xt.grad = None
-        out.backward(np.asarray(g, out.dtype))
-        return xt.grad
-    return out.data, transpose
-
-
 def plain_ab_rule(xp, xn, R, pos, neg, alpha, beta):
     R_in, lost = np.zeros_like(xp, dtype=R.dtype), np.zeros_like(R)
     for coef, pairs in ((alpha, ((xp, pos), (xn, neg))), (beta, ((xn, pos), (xp, neg)))):
         if coef == 0:
             continue
-        ops = [(v, plain_linear_op(f, v)) for v, f in pairs if f is not None and v.any()]
+        ops = [(v, rv._linear_op(f, v)) for v, f in pairs if f is not None and v.any()]
         Z = sum((z for _, (z, _) in ops), np.zeros_like(R))
         s, nz = plain_safe_div(coef * R, Z)
         lost += np.where(nz, 0, coef * R)
@@ -90,7 +79,7 @@ def plain_rule(layer, x, extras, R, mode, alpha, beta, clamp_input):
         return R_in, np.zeros_like(R), R_init
     if isinstance(layer, nn.MaxPool2d):
         pool = image_op(lambda v: F.max_pool2d(v, layer.kernel_size, layer.stride))
-        return plain_linear_op(pool, x.mean(0) if slrp else x)[1](R), np.zeros_like(R), None
+        return rv._linear_op(pool, x.mean(0) if slrp else x)[1](R), np.zeros_like(R), None
     xp, xn = split(x)
     if slrp:
         xp, xn = xp.mean(0), xn.mean(0)
