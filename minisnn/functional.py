@@ -385,26 +385,24 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
 
 
 def conv2d_textbook(x, weight, bias=None, stride=1, padding=0):
-    """The textbook twin of :func:`conv2d` (the tests hold them equal): im2col + one GEMM, col2im backward.
+    """The textbook twin of :func:`conv2d`, tested equal to it: im2col, one GEMM, and col2im in the backward.
 
-    cols[n, (c,a,b), (i,j)] = x_pad[n, c, s·i+a, s·j+b];  out[n] = W[O, C·kh·kw] @ cols[n] + bias;
-    dW = Σ_n g[n] @ cols[n]ᵀ;  dx = col2im(Wᵀ @ g): each column entry is added back where it was copied from.
+    cols[n, (c,a,b), (i,j)] = x_pad[n, c, s·i+a, s·j+b];  out[n] = W[O, C·kh·kw] @ cols[n] + bias;  dW = Σ_n g[n] @
+    cols[n]ᵀ;  dx = col2im(Wᵀ @ g): each column entry is added back to the input pixel it was copied from.
     """
     x, (ph, pw), (O, C, kh, kw) = tensor(x), _pair(padding, "padding"), weight.shape
     xp = np.pad(x.data, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     Ho, Wo = _out_size(xp.shape[2], kh, stride, "conv2d"), _out_size(xp.shape[3], kw, stride, "conv2d")
-    taps = list(_offsets(kh, kw, stride, Ho, Wo))
-    cols = np.stack([xp[sl] for _, _, sl in taps], axis=2).reshape(len(xp), C * kh * kw, Ho * Wo)
-    w2 = weight.data.reshape(O, -1)
-    out = (w2 @ cols).reshape(len(xp), O, Ho, Wo) + (0 if bias is None else bias.data[:, None, None])
+    taps, w2 = [sl for _, _, sl in _offsets(kh, kw, stride, Ho, Wo)], weight.data.reshape(O, -1)
+    cols = np.stack([xp[sl] for sl in taps], axis=2).reshape(len(xp), C * kh * kw, Ho * Wo)   # im2col
 
     def backward(g):
         g2, dxp = g.reshape(len(xp), O, -1), np.zeros_like(xp)
-        dcols = (w2.T @ g2).reshape(len(xp), C, kh * kw, Ho, Wo)
-        for k, (_, _, sl) in enumerate(taps):   # col2im
-            dxp[sl] += dcols[:, :, k]
-        dw = (g2 @ cols.transpose(0, 2, 1)).sum(0).reshape(weight.shape)
-        return (dxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]], dw) + ((g.sum((0, 2, 3)),) if bias is not None else ())
+        for sl, d in zip(taps, np.moveaxis((w2.T @ g2).reshape(len(xp), C, kh * kw, Ho, Wo), 2, 0)):
+            dxp[sl] += d   # col2im
+        grads = dxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]], (g2 @ cols.transpose(0, 2, 1)).sum(0).reshape(weight.shape)
+        return grads + ((g.sum((0, 2, 3)),) if bias is not None else ())
+    out = (w2 @ cols).reshape(len(xp), O, Ho, Wo) + (0 if bias is None else bias.data[:, None, None])
     return make(out, (x, weight) + ((bias,) if bias is not None else ()), backward)
 
 
@@ -598,9 +596,10 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
 
 
 def batch_norm_textbook(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
-    """The textbook twin of :func:`batch_norm` (the tests hold them equal): the mean, then the variance, in two
-    passes; x̂ is stored. dx = (γ/σ)·(g − mean(g) − x̂·mean(g·x̂)) in training, (γ/σ)·g in eval."""
-    x, axes = tensor(x), (0,) + tuple(range(2, x.ndim))
+    """The textbook twin of :func:`batch_norm`, tested equal to it: the mean, then the variance, in two passes over
+    the batch; x̂ stored. Backward: dx = (γ/σ)·(g − mean(g) − x̂·mean(g·x̂)) in training, (γ/σ)·g in eval."""
+    x = tensor(x)
+    axes = (0,) + tuple(range(2, x.ndim))   # every axis but the channels
     per_channel = lambda v: np.reshape(v, (1, -1) + (1,) * (x.ndim - 2))  # noqa: E731
     if training:
         mu, n = x.data.mean(axes), x.size // x.shape[1]
@@ -609,9 +608,8 @@ def batch_norm_textbook(x, weight, bias, running_mean, running_var, training, mo
         running_var[...] = (1 - momentum) * running_var + momentum * var * n / (n - 1 if n > 1 else 1)
     else:
         mu, var = running_mean, running_var
-    sigma = per_channel(np.sqrt(var + eps))
-    xhat = (x.data - per_channel(mu)) / sigma
-    scale = per_channel(weight.data) / sigma
+    xhat = (x.data - per_channel(mu)) / per_channel(np.sqrt(var + eps))
+    scale = per_channel(weight.data / np.sqrt(var + eps))
 
     def backward(g):
         mean = lambda a: a.mean(axes, keepdims=True)  # noqa: E731

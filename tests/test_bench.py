@@ -1,6 +1,7 @@
 """``python -m minisnn bench``: plausible numbers, relevance timed against a training step, and the peer runner
-(minisnn in its own process; the PyTorch peers where installed, e.g. in the venv of HELPERS.md)."""
+``benchmarks/peers.py`` (minisnn in its own process; the PyTorch peers where installed, e.g. the venv of HELPERS.md)."""
 import importlib.util
+import pathlib
 import subprocess
 import sys
 
@@ -8,6 +9,10 @@ import numpy as np
 import pytest
 
 from minisnn import bench
+
+spec = importlib.util.spec_from_file_location("peers", pathlib.Path(__file__).parent.parent / "benchmarks" / "peers.py")
+peers = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(peers)
 
 
 def test_bench_numbers_are_plausible():
@@ -38,15 +43,22 @@ def test_importing_minisnn_does_not_import_torch():
 
 
 def test_peers_run_in_their_own_processes_and_skip_what_is_missing(monkeypatch):
-    monkeypatch.setattr(bench, "PEERS", ("no_such_peer_library",))
+    monkeypatch.setattr(peers, "PEERS", ("no_such_peer_library",))
     lines = []
-    assert bench.peers(T=2, N=2, repeats=1, rounds=1, log=lines.append) == {}
+    assert peers.peers(T=2, N=2, repeats=1, rounds=1, log=lines.append) == {}   # minisnn ran once, in a child
     assert "skipped: ['no_such_peer_library']" in lines[0]
 
 
-@pytest.mark.parametrize("peer", bench.PEERS)
+def test_bench_finds_the_peer_runner_of_the_checkout(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in peers.PEERS else real(name, *a))
+    lines = []
+    assert bench.peers(log=lines.append, T=2, N=2, repeats=1, rounds=1) == {} and "peers installed: []" in lines[0]
+
+
+@pytest.mark.parametrize("peer", peers.PEERS)
 def test_each_installed_peer_runs_the_bench_net(peer):
     if not importlib.util.find_spec(peer) or not importlib.util.find_spec("torch"):
         pytest.skip(f"{peer} is not installed")
-    train_ms, infer_ms = bench._torch_step(peer, T=2, N=2, repeats=1)
+    train_ms, infer_ms = peers.torch_step(peer, T=2, N=2, repeats=1)
     assert np.isfinite(train_ms) and 0 < infer_ms < train_ms * 5
