@@ -1,7 +1,7 @@
 """``python -m minisnn bench [--peers]``: medians of repeated runs, and ratios of runs made side by side (this shared
 VM's speed moves 2x within minutes; the first lines say how fast it is now). Relevance is timed against a training
 step in one process, calls alternated; ``--peers`` runs the same ConvSNN step and inference in spikingjelly, snntorch
-and plain PyTorch (``benchmarks/peers.py``), each in a fresh process interleaved with minisnn's: minisnn / peer.
+and plain PyTorch (``tests/bench_peers.py``), each in a fresh process interleaved with minisnn's: minisnn / peer.
 """
 import importlib.util
 import os
@@ -92,11 +92,11 @@ def machine(repeats=15):
 
 
 def peers(log=print, **kw):
-    """``benchmarks/peers.py`` of a source checkout (its PyTorch code is not part of the NumPy library): minisnn against
+    """``tests/bench_peers.py`` of a source checkout (its PyTorch code is not part of the NumPy library): minisnn against
     spikingjelly, snntorch and plain PyTorch, whichever are installed, as ratios."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "peers.py")
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "bench_peers.py")
     if not os.path.exists(path):
-        log("peers skipped: benchmarks/peers.py comes with the source checkout")
+        log("peers skipped: tests/bench_peers.py comes with the source checkout")
         return {}
     spec = importlib.util.spec_from_file_location("minisnn_peers", path)
     module = importlib.util.module_from_spec(spec)

@@ -88,30 +88,14 @@ def _ab_rule(xp, xn, R, pos, neg, alpha, beta):
     return R_in, lost
 
 
-def _ab_fast(xp, xn, R, maps, cols, alpha, beta):
-    """:func:`_ab_rule` with fewer passes over memory (the same numbers, to rounding), per cache-sized chunk of rows
-    [n, ...] (images or feature vectors) on every core (:func:`core.chunked`); ``cols``: a conv's column bytes per row.
-
-    A zero denominator becomes 1: its s_j then meets only terms z_ij = 0 (x_i = 0 or w_ij = 0), so R_in does not
-    change, and lost = Σ_j coef·R_j·[Σz_j = 0]. Returns (R_in, lost summed per row).
-    """
-    R_in, lost = np.empty(xp.shape, R.dtype), np.zeros(len(R), R.dtype)
+def _ab_chunked(xp, xn, R, maps, cols, alpha, beta):
+    """:func:`_ab_rule` over cache-sized chunks of rows [n, ...] (images or feature vectors) on every core
+    (:func:`core.chunked`); ``cols``: a conv's column bytes per row. Returns (R_in, lost summed per row)."""
+    R_in, lost = np.empty(xp.shape, R.dtype), np.empty(len(R), R.dtype)
 
     def chunk(n0, n1):
-        x, r, terms = (xp[n0:n1], None if xn is None else xn[n0:n1]), R[n0:n1], []
-        for coef, pairs in ((alpha, ((x[0], maps[0]), (x[1], maps[1]))), (beta, ((x[1], maps[0]), (x[0], maps[1])))):
-            pairs = [(v, op) for v, op in pairs if v is not None and op is not None]
-            if coef == 0:
-                continue
-            zs = [fwd(v) for v, (fwd, _) in pairs] or [np.zeros_like(r)]
-            Z = F._add_all(zs, zs[0])   # Σ_i z±_ij
-            zero = Z == 0
-            Z += zero
-            s = np.divide(coef * r if coef != 1 else r, Z, out=Z)
-            if zero.any():
-                lost[n0:n1] += coef * (r * zero).reshape(n1 - n0, -1).sum(-1)
-            terms += [v * tr(s, v) for v, (_, tr) in pairs]
-        F._add_all(terms, R_in[n0:n1]) if terms else R_in[n0:n1].fill(0)
+        R_in[n0:n1], lost_rows = _ab_rule(xp[n0:n1], None if xn is None else xn[n0:n1], R[n0:n1], *maps, alpha, beta)
+        lost[n0:n1] = lost_rows.reshape(n1 - n0, -1).sum(-1)
     core.chunked(chunk, len(R), 2 * xp[0].nbytes + 4 * R[0].nbytes + cols)
     return R_in, lost
 
@@ -284,7 +268,7 @@ def _rule(layer, x, extras, R, mode, alpha, beta, clamp_input):
 
     ``x`` is the recorded per-step input [T, N, ...]; in SLRP mode linear layers see mean_t x⁺, mean_t x⁻
     and relevance has no T axis. ``lost`` is summed over R's feature axes (None: nothing lost).
-    Linear maps run :func:`_ab_rule` per chunk of rows (:func:`_ab_fast`).
+    Linear maps run :func:`_ab_rule` per chunk of rows (:func:`_ab_chunked`).
     """
     slrp = mode == "slrp"
     if isinstance(layer, PASS_THROUGH) or getattr(layer, "relevance_rule", None) == "identity":
@@ -302,7 +286,7 @@ def _rule(layer, x, extras, R, mode, alpha, beta, clamp_input):
     if slrp:  # §3.3: z±_ij from the time-averaged x⁺ and x⁻
         xp, xn = xp.mean(0), None if xn is None else xn.mean(0)
     k = 1 if isinstance(layer, nn.Linear) else 3   # rows of vectors or of images
-    R_in, lost = _ab_fast(_rows(xp, k), _rows(xn, k), _rows(R, k), *_layer_maps(layer, _rows(xp, k)), alpha, beta)
+    R_in, lost = _ab_chunked(_rows(xp, k), _rows(xn, k), _rows(R, k), *_layer_maps(layer, _rows(xp, k)), alpha, beta)
     return R_in.reshape(xp.shape), lost.reshape(R.shape[:R.ndim - k]), None
 
 

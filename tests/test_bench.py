@@ -1,5 +1,5 @@
 """``python -m minisnn bench``: plausible numbers, relevance timed against a training step, and the peer runner
-``benchmarks/peers.py`` (minisnn in its own process; the PyTorch peers where installed, e.g. the venv of HELPERS.md)."""
+``tests/bench_peers.py`` (minisnn in its own process; the PyTorch peers where installed, e.g. a venv with torch)."""
 import importlib.util
 import pathlib
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 
 from minisnn import bench
 
-spec = importlib.util.spec_from_file_location("peers", pathlib.Path(__file__).parent.parent / "benchmarks" / "peers.py")
+spec = importlib.util.spec_from_file_location("peers", pathlib.Path(__file__).parent.parent / "tests" / "bench_peers.py")
 peers = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(peers)
 

@@ -1,6 +1,6 @@
 """The fast path of relevance.explain (issue 20) against a frozen copy of the plain implementation it replaced.
 
-``explain`` runs linear maps through ``_ab_fast`` (chunks of rows on every core, no graph, non-negative inputs not
+``explain`` runs linear maps through ``_ab_chunked`` (chunks of rows on every core, no graph, non-negative inputs not
 split) and computes SLTRP's γ per chunk of neurons. Below is the plain code it replaced (minisnn at commit 786cfe7),
 frozen as the textbook reference: every rule through an autograd graph (``relevance._linear_op``, unchanged), and
 ``np.divide(where=)`` for 0/0 := 0. The fast ``explain`` must give the same relevance, layer by layer, and the same
@@ -205,8 +205,8 @@ def test_safe_div_equals_masked_divide():
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 10 ** 6), alpha=st.sampled_from([1.0, 0.0, 0.3, 2.0]), kind=st.sampled_from(["dense", "conv"]),
        nonneg=st.booleans())
-def test_ab_fast_equals_alpha_beta(seed, alpha, kind, nonneg):
-    """_ab_fast == the public αβ functions (the readable rule), lost per row == Σ of lost."""
+def test_ab_chunked_equals_alpha_beta(seed, alpha, kind, nonneg):
+    """_ab_chunked == the public αβ functions (the readable rule), lost per row == Σ of lost."""
     rng = np.random.default_rng(seed)
     mix = lambda *s: rng.normal(size=s) * (rng.random(s) > 0.3)  # noqa: E731
     x = mix(6, 3, 5, 5) if kind == "conv" else mix(6, 7)
@@ -224,7 +224,7 @@ def test_ab_fast_equals_alpha_beta(seed, alpha, kind, nonneg):
     fn = rv.alpha_beta_conv if kind == "conv" else rv.alpha_beta
     want, want_lost = fn(*args, alpha=alpha, beta=1 - alpha, return_lost=True)
     xp, xn = (x, None) if nonneg else split(x)
-    R_in, lost = rv._ab_fast(xp, xn, R, *rv._layer_maps(layer, x), alpha, 1 - alpha)
+    R_in, lost = rv._ab_chunked(xp, xn, R, *rv._layer_maps(layer, x), alpha, 1 - alpha)
     np.testing.assert_allclose(R_in, want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(lost, want_lost.reshape(len(x), -1).sum(-1), atol=1e-12)
 
