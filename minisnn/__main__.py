@@ -80,7 +80,8 @@ def _parser():
     d.set_defaults(fn=demo)
     b = sub.add_parser("bench", formatter_class=fmt, help="time the training step, inference and the kernels")
     b.add_argument("--repeats", type=int, default=7, help="timed repetitions per measurement (median reported)")
-    b.set_defaults(fn=lambda a: __import__("minisnn.bench", fromlist=["run"]).run(a.repeats))
+    b.add_argument("--peers", action="store_true", help="also spikingjelly, snntorch, PyTorch (those installed), as ratios")
+    b.set_defaults(fn=lambda a: __import__("minisnn.bench", fromlist=["run"]).run(a.repeats, a.peers))
     runs = [("reproduce", "every paper's claims over seeds: writes the claims table and its figure")]
     runs += [(k, f"the claims of {v} over seeds") for k, v in PAPERS.items()]
     for name, text in runs:

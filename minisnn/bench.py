@@ -1,43 +1,52 @@
-"""``python -m minisnn bench``: medians of repeated runs of the hot paths, against the issue's targets.
-
-Reference (spikingjelly 2.0 on PyTorch CPU, same 2-core machine, same ConvSNN): ~105 ms per training step
-(T=10, N=32, Adam), ~62 ms per inference, 745 MB peak RSS, ~76 ms for LIF forward+backward on
-[16, 32, 16, 32, 32] float32.
+"""``python -m minisnn bench [--peers]``: medians of repeated runs, and ratios of runs made side by side (this shared
+VM's speed moves 2x within minutes; the first lines say how fast it is now). Relevance is timed against a training
+step in one process, calls alternated; ``--peers`` runs the same ConvSNN step and inference in spikingjelly, snntorch
+and plain PyTorch (``tests/bench_peers.py``), each in a fresh process interleaved with minisnn's: minisnn / peer.
 """
+import importlib.util
+import os
 import resource
 import time
 
 import numpy as np
 
-from . import core, losses, models, optim
+from . import core, losses, models, nn, optim, relevance
 from .autograd import Tensor, no_grad
 from .neurons import Sigmoid, multistep_fused
+
+GOALS = {"sltrp_per_train_step": 1.0, "slrp_per_train_step": 0.4, "train": 0.7, "inference": 0.5}
+
+
+def _seconds(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def _median_ms(fn, repeats):
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    return 1e3 * float(np.median([_seconds(fn) for _ in range(repeats)]))
 
 
-def convsnn_step(T=10, N=32, repeats=7):
-    """(train step ms, inference ms) of ConvSNN on sparse [T, N, 2, 34, 34] input with Adam."""
+def _bench_net(T, N):
+    """ConvSNN, a sparse [T, N, 2, 34, 34] batch with labels, and its training step (cross-entropy, Adam)."""
     rng = np.random.default_rng(0)
-    x = (rng.random((T, N, 2, 34, 34)) < 0.05).astype(np.float32)
-    y = rng.integers(0, 10, N)
+    x, y = (rng.random((T, N, 2, 34, 34)) < 0.05).astype(np.float32), rng.integers(0, 10, N)
     model = models.ConvSNN()
     opt = optim.Adam(model.parameters(), lr=1e-3)
 
     def step():
+        model.train()
         loss = losses.cross_entropy(model(Tensor(x)), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return model, x, y, step
 
+
+def convsnn_step(T=10, N=32, repeats=7):
+    """(train step ms, inference ms) of ConvSNN on sparse [T, N, 2, 34, 34] input with Adam."""
+    model, x, _, step = _bench_net(T, N)
     train_ms = _median_ms(step, repeats)
     model.eval()
 
@@ -45,6 +54,19 @@ def convsnn_step(T=10, N=32, repeats=7):
         with no_grad():
             model(Tensor(x))
     return train_ms, _median_ms(infer, repeats)
+
+
+def relevance_vs_step(T=10, N=32, repeats=7):
+    """(SLTRP, SLRP) saliency of the bench batch / one training step: the three alternated, medians of the ratios.
+    BN momentum 1 keeps the running statistics at the batch's, so that the net spikes in eval mode as a trained one
+    does (an untrained net's eval pass is silent: no relevance would reach the input)."""
+    model, x, y, step = _bench_net(T, N)
+    for m in model:
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 1.0
+    calls = [step] + [lambda mode=mode: relevance.saliency(model, x, y, mode) for mode in relevance.MODES]
+    times = np.array([[_seconds(f) for f in calls] for _ in range(repeats + 1)])[1:]   # round 0 warms up, calibrates
+    return tuple(float(np.median(times[:, k] / times[:, 0])) for k in (1, 2))
 
 
 def lif_fwd_bwd(shape=(16, 32, 16, 32, 32), repeats=7):
@@ -69,21 +91,35 @@ def machine(repeats=15):
     return 2 * 512 ** 3 / gemm_ms / 1e6, 2 * x.nbytes / copy_ms / 1e6
 
 
-def run(repeats=7, log=print):
+def peers(log=print, **kw):
+    """``tests/bench_peers.py`` of a source checkout (its PyTorch code is not part of the NumPy library): minisnn against
+    spikingjelly, snntorch and plain PyTorch, whichever are installed, as ratios."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "bench_peers.py")
+    if not os.path.exists(path):
+        log("peers skipped: tests/bench_peers.py comes with the source checkout")
+        return {}
+    spec = importlib.util.spec_from_file_location("minisnn_peers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.peers(log=log, **kw)
+
+
+def run(repeats=7, with_peers=False, log=print):
     """Run every benchmark; print a table and return the numbers."""
     out = {"backend": core.backend()}
     out["machine_gemm_gflops"], out["machine_copy_gb_s"] = machine()
     out["train_step_ms"], out["inference_ms"] = convsnn_step(repeats=repeats)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # after the ConvSNN runs
+    out["sltrp_per_train_step"], out["slrp_per_train_step"] = relevance_vs_step(repeats=repeats)
     out["lif_fwd_bwd_ms"] = lif_fwd_bwd(repeats=repeats)
     try:
         from data_tools import bench as data_bench
         out.update(data_bench.run(repeats=max(3, repeats // 2)))
     except ImportError as exc:  # scikit-learn (the data extra) missing
         log(f"data pipeline skipped: {exc}")
-    targets = {"train_step_ms": 100, "inference_ms": 50, "peak_rss_mb": 300, "lif_fwd_bwd_ms": 20,
-               "digits_convert_s": 20}
+    if with_peers:
+        out.update(peers(repeats=repeats, log=log))
     for key, value in out.items():
-        goal = f"(target <= {targets[key]})" if key in targets else ""
-        log(f"{key:20s} {value if isinstance(value, str) else f'{value:10.2f}'} {goal}")
+        goal = GOALS.get(key, GOALS.get(key.rsplit("_", 1)[-1]) if key.startswith("vs_") else None)
+        log(f"{key:28s} {value if isinstance(value, str) else f'{value:10.2f}'} {f'(goal <= {goal})' if goal else ''}")
     return out

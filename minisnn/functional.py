@@ -308,6 +308,33 @@ class _ConvGeometry:
                 cols[:, :, a, b] = self.tap(xp, a, b)
         return cols.reshape(len(xp), self.K, self.L)
 
+    def forward(self, x, w2, out):
+        """out [m, O, Ho, Wo] = W ⋆ x for one chunk of images x [m, C, H, W], w2 = W as [O, C·kh·kw]: im2col + GEMM."""
+        cols = self.im2col(self.pad(x))
+        if self.wide:   # drop the junk columns
+            out[...] = (w2 @ cols).reshape(len(x), -1, self.Ho, self.Wq)[..., :self.Wo]
+        else:
+            np.matmul(w2, cols, out=out.reshape(len(x), -1, self.L))
+        return out
+
+    def widen(self, g):
+        """g [m, O, Ho, Wo] as contiguous [m, O, Ho·Wq] (wide rows: the junk columns get a zero gradient)."""
+        if self.wide:
+            g2 = np.zeros(g.shape[:2] + (self.Ho, self.Wq), g.dtype)
+            g2[..., :self.Wo] = g
+        else:
+            g2 = np.ascontiguousarray(g)
+        return g2.reshape(len(g), g.shape[1], self.L)
+
+    def input_grad(self, g2, wt):
+        """dx [m, C, H, W] from g2 = widen(g) and wt = W as [kh, kw, C, O]: each tap adds W[:, :, a, b]ᵀ @ g into its view."""
+        gxp = self.padded(len(g2), g2.dtype)
+        for a in range(self.kh):
+            for b in range(self.kw):
+                tap = self.tap(gxp, a, b)
+                tap += (wt[a, b] @ g2).reshape(tap.shape)
+        return self.inner(gxp)
+
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D cross-correlation: out[n,o,i,j] = Σ_{c,a,b} w[o,c,a,b]·x_pad[n,c,s·i+a,s·j+b] + bias[o].
@@ -318,7 +345,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     kernel taps (no np.add.at) adds W[:, :, a, b]ᵀ @ g into the tap's view of dx_pad (the backward of ConvSNN's
     second conv 1.07–1.13x faster than col2im(Wᵀ @ g), whose columns fill the cache; equal at 64 → 128 channels);
     dW = Σ_n g[n] @ cols[n]ᵀ on recomputed columns, or with wide rows one GEMM per tap,
-    dW[:, :, a, b] = Σ_n g[n] @ tap_ab(x_pad[n])ᵀ (no columns; 30 % faster at C = 16).
+    dW[:, :, a, b] = Σ_n g[n] @ tap_ab(x_pad[n])ᵀ (no columns; 30 % faster at C = 16). Textbook twin: conv2d_textbook.
     """
     x = tensor(x)
     ph, pw = _pair(padding, "padding")
@@ -331,11 +358,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     bias_rows = None if bias is None else _rows(bias.data, out.reshape(N, O, -1))
 
     def forward(n0, n1):
-        cols = geo.im2col(geo.pad(x.data[n0:n1]))
-        if geo.wide:   # drop the junk columns
-            out[n0:n1] = (w2 @ cols).reshape(n1 - n0, O, geo.Ho, geo.Wq)[..., :geo.Wo]
-        else:
-            np.matmul(w2, cols, out=out[n0:n1].reshape(n1 - n0, O, geo.L))
+        geo.forward(x.data[n0:n1], w2, out[n0:n1])
         if bias_rows is not None:   # bias as rows [O, Ho·Wo]: ~2.5x faster than broadcasting bias[:, None, None]
             o = out[n0:n1].reshape(n1 - n0, O, -1)
             o += bias_rows
@@ -346,19 +369,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         wt = weight.data.transpose(2, 3, 1, 0).copy()   # [kh, kw, C, O]: tap (a, b)'s W[:, :, a, b]ᵀ
 
         def chunk(n0, n1):
-            if geo.wide:   # the junk columns get a zero gradient
-                g2 = np.zeros((n1 - n0, O, geo.Ho, geo.Wq), g.dtype)
-                g2[..., :geo.Wo] = g[n0:n1]
-            else:
-                g2 = np.ascontiguousarray(g[n0:n1])
-            g2 = g2.reshape(n1 - n0, O, geo.L)
+            g2 = geo.widen(g[n0:n1])
             if x.requires_grad:
-                gxp = geo.padded(n1 - n0, g.dtype)
-                for a in range(kh):
-                    for b in range(kw):
-                        tap = geo.tap(gxp, a, b)
-                        tap += (wt[a, b] @ g2).reshape(tap.shape)
-                gx[n0:n1] = geo.inner(gxp)
+                gx[n0:n1] = geo.input_grad(g2, wt)
             if weight.requires_grad:
                 xp = geo.pad(x.data[n0:n1])
                 if not geo.wide:
@@ -368,6 +381,28 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         gw = chunked(chunk, N, item)
         gw = np.sum(gw, axis=0).reshape(weight.shape) if weight.requires_grad else None
         return (gx, gw) + ((_chan_sum(g),) if bias is not None else ())
+    return make(out, (x, weight) + ((bias,) if bias is not None else ()), backward)
+
+
+def conv2d_textbook(x, weight, bias=None, stride=1, padding=0):
+    """The textbook twin of :func:`conv2d`, tested equal to it: im2col, one GEMM, and col2im in the backward.
+
+    cols[n, (c,a,b), (i,j)] = x_pad[n, c, s·i+a, s·j+b];  out[n] = W[O, C·kh·kw] @ cols[n] + bias;  dW = Σ_n g[n] @
+    cols[n]ᵀ;  dx = col2im(Wᵀ @ g): each column entry is added back to the input pixel it was copied from.
+    """
+    x, (ph, pw), (O, C, kh, kw) = tensor(x), _pair(padding, "padding"), weight.shape
+    xp = np.pad(x.data, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    Ho, Wo = _out_size(xp.shape[2], kh, stride, "conv2d"), _out_size(xp.shape[3], kw, stride, "conv2d")
+    taps, w2 = [sl for _, _, sl in _offsets(kh, kw, stride, stride, Ho, Wo)], weight.data.reshape(O, -1)
+    cols = np.stack([xp[sl] for sl in taps], axis=2).reshape(len(xp), C * kh * kw, Ho * Wo)   # im2col
+
+    def backward(g):
+        g2, dxp = g.reshape(len(xp), O, -1), np.zeros_like(xp)
+        for sl, d in zip(taps, np.moveaxis((w2.T @ g2).reshape(len(xp), C, kh * kw, Ho, Wo), 2, 0)):
+            dxp[sl] += d   # col2im
+        grads = dxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]], (g2 @ cols.transpose(0, 2, 1)).sum(0).reshape(weight.shape)
+        return grads + ((g.sum((0, 2, 3)),) if bias is not None else ())
+    out = (w2 @ cols).reshape(len(xp), O, Ho, Wo) + (0 if bias is None else bias.data[:, None, None])
     return make(out, (x, weight) + ((bias,) if bias is not None else ()), backward)
 
 
@@ -389,45 +424,46 @@ def _pool_args(x, kernel_size, stride, kind):
     return x, kh, kw, sh, sw, Ho, Wo
 
 
+def _avg_forward(xc, out, kh, kw, sh, sw):
+    """out [m, C, Ho, Wo] = the kh×kw window means of one chunk xc: sum each window's kh rows (slices of contiguous
+    rows), then its kw columns."""
+    Ho, Wo = out.shape[2:]
+    r = _add_all([xc[:, :, a:a + sh * Ho:sh] for a in range(kh)], np.empty(xc.shape[:2] + (Ho, xc.shape[3]), xc.dtype))
+    _add_all([r[..., b:b + sw * Wo:sw] for b in range(kw)], out)
+    out *= 1.0 / (kh * kw)
+    return out
+
+
+def _avg_backward(g, gx, kh, kw, sh, sw):
+    """gx [m, C, H, W] = the transpose of :func:`_avg_forward` applied to g: g/(kh·kw) spread over each window's
+    columns, then over its rows. Where windows are disjoint it assigns (~1.6x faster than adding); where they tile
+    the image exactly, nothing needs zeroing."""
+    (Ho, Wo), (H, W) = g.shape[2:], gx.shape[2:]
+    disjoint, tiles = sh >= kh and sw >= kw, (sh, sw) == (kh, kw) and (H, W) == (sh * Ho, sw * Wo)
+    gk = g * (1.0 / (kh * kw))
+    r = (np.empty if tiles else np.zeros)(g.shape[:3] + (W,), g.dtype)
+    if not tiles:
+        gx[...] = 0
+    put = np.copyto if disjoint else lambda dst, v: np.add(dst, v, out=dst)
+    for b in range(kw):
+        put(r[..., b:b + sw * Wo:sw], gk)
+    for a in range(kh):
+        put(gx[:, :, a:a + sh * Ho:sh], r)
+    return gx
+
+
 def avg_pool2d(x, kernel_size, stride=None):
     """Mean over kh×kw windows (stride: an int or a pair, default the kernel size); the backward spreads g/k² over each window.
 
-    Separable, per cache-sized chunk of images (:func:`chunked`): sum the kh rows of each window (slices
-    with contiguous rows), then the kw columns; the backward spreads g over columns, then over rows.
+    Separable (:func:`_avg_forward`, :func:`_avg_backward`), per cache-sized chunk of images (:func:`chunked`).
     """
     x, kh, kw, sh, sw, Ho, Wo = _pool_args(x, kernel_size, stride, "avg")
-    rows = lambda a: (slice(None), slice(None), slice(a, a + sh * Ho, sh))   # noqa: E731  input rows of offset a
-    cols = lambda b: (Ellipsis, slice(b, b + sw * Wo, sw))                    # noqa: E731  columns of offset b
     out, item = np.empty(x.shape[:2] + (Ho, Wo), x.dtype), x.data[:1].nbytes
-
-    def forward(n0, n1):
-        xc = x.data[n0:n1]
-        r = _add_all([xc[rows(a)] for a in range(kh)], np.empty(xc[rows(0)].shape, x.dtype))
-        _add_all([r[cols(b)] for b in range(kw)], out[n0:n1])
-        out[n0:n1] *= 1.0 / (kh * kw)
-    chunked(forward, len(x.data), item)
-    disjoint = sh >= kh and sw >= kw   # each input in at most one window: assign (~1.6x faster than adding)
-    tiles = (sh, sw) == (kh, kw) and x.shape[2:] == (sh * Ho, sw * Wo)   # ... in exactly one: no zeroing
+    chunked(lambda n0, n1: _avg_forward(x.data[n0:n1], out[n0:n1], kh, kw, sh, sw), len(x.data), item)
 
     def backward(g):
         gx = np.empty_like(x.data)
-
-        def chunk(n0, n1):
-            gk, gxc = g[n0:n1] * (1.0 / (kh * kw)), gx[n0:n1]
-            r = (np.empty if tiles else np.zeros)(gk.shape[:3] + (x.shape[3],), g.dtype)  # g over each window's columns
-            if not tiles:
-                gxc[...] = 0
-            for b in range(kw):
-                if disjoint:
-                    r[cols(b)] = gk
-                else:
-                    r[cols(b)] += gk
-            for a in range(kh):   # ... then over its rows
-                if disjoint:
-                    gxc[rows(a)] = r
-                else:
-                    gxc[rows(a)] += r
-        chunked(chunk, len(x.data), item)
+        chunked(lambda n0, n1: _avg_backward(g[n0:n1], gx[n0:n1], kh, kw, sh, sw), len(x.data), item)
         return (gx,)
     return make(out, (x,), backward)
 
@@ -515,6 +551,7 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
     with the unbiased variance (PyTorch's convention). Eval: running stats, a per-channel affine map.
     Backward: dx = scale·g − scale·mean(g) − x̂·scale·mean(g·x̂) with scale = γ/√(σ² + ε) (eval: dx = scale·g).
     Every pass runs over cache-sized chunks of the batch (:func:`chunked`); x̂ is recomputed, never stored.
+    Textbook twin: batch_norm_textbook.
     """
     x = tensor(x)
     C, n = x.shape[1], x.size // x.shape[1]
@@ -556,6 +593,29 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
         chunked(chunk, len(xd), item)
         return gx.reshape(x.shape), gw, gb
     return make(out.reshape(x.shape), (x, weight, bias), backward)
+
+
+def batch_norm_textbook(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """The textbook twin of :func:`batch_norm`, tested equal to it: the mean, then the variance, in two passes over
+    the batch; x̂ stored. Backward: dx = (γ/σ)·(g − mean(g) − x̂·mean(g·x̂)) in training, (γ/σ)·g in eval."""
+    x = tensor(x)
+    axes = (0,) + tuple(range(2, x.ndim))   # every axis but the channels
+    per_channel = lambda v: np.reshape(v, (1, -1) + (1,) * (x.ndim - 2))  # noqa: E731
+    if training:
+        mu, n = x.data.mean(axes), x.size // x.shape[1]
+        var = ((x.data - per_channel(mu)) ** 2).mean(axes)
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mu
+        running_var[...] = (1 - momentum) * running_var + momentum * var * n / (n - 1 if n > 1 else 1)
+    else:
+        mu, var = running_mean, running_var
+    xhat = (x.data - per_channel(mu)) / per_channel(np.sqrt(var + eps))
+    scale = per_channel(weight.data / np.sqrt(var + eps))
+
+    def backward(g):
+        mean = lambda a: a.mean(axes, keepdims=True)  # noqa: E731
+        gx = scale * (g - mean(g) - xhat * mean(g * xhat)) if training else scale * g
+        return gx, (g * xhat).sum(axes), g.sum(axes)
+    return make(per_channel(weight.data) * xhat + per_channel(bias.data), (x, weight, bias), backward)
 
 
 def layer_norm(x, axes, weight=None, bias=None, eps=1e-5):
