@@ -69,9 +69,8 @@ def chunked(fn, n, item_bytes=None):
 
 
 def _one_blas_thread():
-    """minisnn splits the work over its own threads, so BLAS runs on one (process-wide, at import): BLAS
-    threads inside ours oversubscribe the cores, and idle OpenBLAS workers spin, taking the cores from the
-    next op (measured on 2 cores: a ConvSNN step 1.5–1.9x slower with 2 BLAS threads).
+    """minisnn splits the work over its own threads, so BLAS runs on one (process-wide, at import): BLAS threads
+    inside ours oversubscribe the cores and spin when idle (2 cores: a ConvSNN step 1.5–1.9x slower with 2).
     ``MINISNN_BLAS_THREADS=n`` chooses another count."""
     try:
         from threadpoolctl import threadpool_limits
@@ -83,29 +82,12 @@ def _one_blas_thread():
 _one_blas_thread()   # always, so that the thread count never changes the numbers (BLAS sums in its own order)
 
 
-def _over_neurons(fn, T, M):
-    """``fn(m0, m1)`` on one range of neurons per thread, or one call when the work is too small to share."""
-    return chunked(fn, M) if T * M >= 1 << 18 else fn(0, M)
-
-
 def backend():
     """'c' when the compiled core is loaded and not disabled by MINISNN_BACKEND=numpy, else 'numpy'."""
     return "c" if _lib is not None and _env("MINISNN_BACKEND", "c", ("c", "numpy")) == "c" else "numpy"
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _check_block(name, a, dtype, shape):
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != dtype:
-        raise ValueError(f"{name} must have dtype {dtype}, got {a.dtype}")
-    if a.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
-    return a
 
 
 def _check_params(decay, gain, v0, dtype, M):
@@ -138,8 +120,22 @@ def _check_x(x, name="x"):
     return x
 
 
-def _ptr(a):
-    return _ffi.NULL if a is None else _ffi.from_buffer(f"{'float' if a.dtype == np.float32 else 'double'}[]", a)
+def _check_like(name, a, x):
+    """``a`` checked as :func:`_check_x`, and with the dtype and shape of ``x``."""
+    _check_x(a, name)
+    if a.dtype != x.dtype or a.shape != x.shape:
+        raise ValueError(f"{name} must have dtype {x.dtype} and shape {x.shape}, got {a.dtype} and {a.shape}")
+    return a
+
+
+def _in_c(kernel, dtype, arrays, lead, T, M, *rest):
+    """The C ``kernel``'s float or double build (by ``dtype``) as kernel(*arrays, *lead, T, M, m0, m1, *rest), on one
+    range of neurons m0:m1 per thread, or in one call when the work is too small to share. None -> NULL."""
+    kind = "float" if dtype == np.float32 else "double"
+    fn = getattr(_lib, f"{kernel}_{kind}")
+    ptrs = [_ffi.NULL if a is None else _ffi.from_buffer(f"{kind}[]", a) for a in arrays]
+    run = lambda m0, m1: fn(*ptrs, *lead, T, M, m0, m1, *rest)  # noqa: E731
+    return chunked(run, M) if T * M >= 1 << 18 else run(0, M)
 
 
 # ----------------------------------------------------------------------------- LIF forward
@@ -161,9 +157,7 @@ def lif_forward(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, retur
     s, u = np.empty_like(x), np.empty_like(x) if keep_u else None
     h_all = np.empty_like(x) if return_h else None
     if backend() == "c":
-        fn = _lib.lif_forward_float if x.dtype == np.float32 else _lib.lif_forward_double
-        args = [_ptr(a) for a in (x, s, u, h_all, c, d, h0)]
-        _over_neurons(lambda m0, m1: fn(*args, vec, T, M, m0, m1, v_th, vr, int(hard), v_rest), T, M)
+        _in_c("lif_forward", x.dtype, (x, s, u, h_all, c, d, h0), [vec], T, M, v_th, vr, int(hard), v_rest)
     else:
         _lif_forward_numpy(x, s, u, h_all, c, d, h0, x.dtype.type(v_th), x.dtype.type(vr), hard, x.dtype.type(v_rest))
     return (s, u, h_all) if return_h else (s, u)
@@ -195,20 +189,18 @@ def lif_backward(gs, gu, x, u, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_res
     """
     x = _check_x(x)
     T, M = x.shape
-    _check_block("u", u, x.dtype, x.shape)   # required (a forward with keep_u=False cannot be back-propagated)
+    _check_like("u", u, x)   # required (a forward with keep_u=False cannot be back-propagated)
     for name, a in (("gs", gs), ("gu", gu)):
         if a is not None:
-            _check_block(name, a, x.dtype, x.shape)
+            _check_like(name, a, x)
     if surrogate not in SURROGATES:
         raise ValueError(f"surrogate must be one of {sorted(SURROGATES)}, got {surrogate!r}")
     (c, d, h0), vec = _check_params(decay, gain, v0, x.dtype, M)
     hard, vr = v_reset is not None, 0.0 if v_reset is None else float(v_reset)
     gx, gc, gd, gv = np.empty_like(x), np.empty(M, x.dtype), np.empty(M, x.dtype), np.empty(M, x.dtype)
     if backend() == "c":
-        fn = _lib.lif_backward_float if x.dtype == np.float32 else _lib.lif_backward_double
-        args = [_ptr(a) for a in (gs, gu, x, u, gx, gc, gd, gv, c, d, h0)]
-        _over_neurons(lambda m0, m1: fn(*args, vec, T, M, m0, m1, v_th, vr, int(hard), v_rest, int(detach_reset),
-                                  SURROGATES[surrogate], sg_param, int(param_grads)), T, M)
+        _in_c("lif_backward", x.dtype, (gs, gu, x, u, gx, gc, gd, gv, c, d, h0), [vec], T, M, v_th, vr, int(hard),
+              v_rest, int(detach_reset), SURROGATES[surrogate], sg_param, int(param_grads))
     else:
         f = x.dtype.type
         _lif_backward_numpy(gs, gu, x, u, gx, gc, gd, gv, c, d, h0, f(v_th), f(vr), hard, f(v_rest),
@@ -259,13 +251,11 @@ def _lif_backward_numpy(gs, gu, x, u, gx, gc, gd, gv, c, d, h0, v_th, v_reset, h
 def sltrp(r_out, gamma):
     """EventRPG eq. 10–11 on [T, M] blocks -> (R_in [T, M], R_init [M]); see relevance.sltrp_recursion."""
     r_out = _check_x(r_out, "r_out")
-    _check_block("gamma", gamma, r_out.dtype, r_out.shape)
+    _check_like("gamma", gamma, r_out)
     T, M = r_out.shape
     r_in, r_init = np.empty_like(r_out), np.empty(M, r_out.dtype)
     if backend() == "c":
-        fn = _lib.sltrp_float if r_out.dtype == np.float32 else _lib.sltrp_double
-        args = [_ptr(a) for a in (r_out, gamma, r_in, r_init)]
-        _over_neurons(lambda m0, m1: fn(*args, T, M, m0, m1), T, M)
+        _in_c("sltrp", r_out.dtype, (r_out, gamma, r_in, r_init), [], T, M)
         return r_in, r_init
     r_in[-1] = r_out[-1]
     for t in range(T - 1, 0, -1):
