@@ -90,11 +90,6 @@ class Triangle(Surrogate):
 # ----------------------------------------------------------------------------- the two execution paths
 
 
-def _as_param(v, dtype):
-    """A float or Tensor parameter -> (Tensor, flat array for the C core: one value or one per neuron)."""
-    return tensor(v) if isinstance(v, Tensor) else Tensor(np.asarray(v, dtype=dtype))
-
-
 def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, surrogate=None,
                     detach_reset=False, output="spike", trace=None):
     """The whole sequence as ONE autograd node: forward and BPTT over T run in the C core.
@@ -109,7 +104,7 @@ def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, s
     surrogate = surrogate or Sigmoid()
     T, step = x.shape[0], x.shape[1:]
     M = int(np.prod(step))
-    params = [_as_param(v, x.dtype) for v in (decay, gain, v0)]
+    params = [v if isinstance(v, Tensor) else Tensor(np.asarray(v, x.dtype)) for v in (decay, gain, v0)]
     flat = [p.data.astype(x.dtype, copy=False) if p.size == 1 else
             np.broadcast_to(p.data.astype(x.dtype, copy=False), step).ravel() for p in params]
     x2 = np.ascontiguousarray(x.data).reshape(T, M)
@@ -135,10 +130,7 @@ def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, s
 
 def multistep_unrolled(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, surrogate=None,
                        detach_reset=False, output="spike", trace=None):
-    """The same neuron as a Python loop over t of ordinary autograd ops (reference semantics).
-
-    Returns the same as :func:`multistep_fused` and fills ``trace`` the same way.
-    """
+    """The same neuron as a Python loop over t of ordinary autograd ops (reference semantics); same returns and trace."""
     x = tensor(x)
     surrogate = surrogate or Sigmoid()
     h = v0 if isinstance(v0, Tensor) else Tensor(np.broadcast_to(np.asarray(v0, x.dtype), x.shape[1:]))
@@ -199,11 +191,10 @@ class BaseNeuron(Module):
         self.spike_rate = None if self.training else float(s.mean())
         self.extras = None  # membranes are kept only while recording (nn.recording())
         if trace:
-            c, d = (np.asarray(v.data if isinstance(v, Tensor) else v) for v in (decay, gain))
+            c, d, v0 = (np.asarray(v.data if isinstance(v, Tensor) else v) for v in (decay, gain, self.v0))
             u = trace["u"]
             h = u * (1 - s) + self.v_rest * s if self.v_reset is not None else u - self.v_threshold * s
-            self.extras = {"u": u, "s": s, "h": h, "decay": c, "gain": d,
-                           "v0": np.asarray(self.v0.data if isinstance(self.v0, Tensor) else self.v0)}
+            self.extras = {"u": u, "s": s, "h": h, "decay": c, "gain": d, "v0": v0}
         return F.relu(out) if self.output == "analog" else out
 
     def extra_repr(self):
@@ -241,10 +232,8 @@ class IF(BaseNeuron):
 
 
 class PLIF(BaseNeuron):
-    """Parametric LIF (Fang et al. 2021): learnable w with decay = 1 − sigmoid(w), gain = sigmoid(w).
-
-    w is initialised so that sigmoid(w) = 1/init_tau (one w per layer, as in spikingjelly).
-    """
+    """Parametric LIF (Fang et al. 2021): learnable w with decay = 1 − sigmoid(w), gain = sigmoid(w), initialised
+    so that sigmoid(w) = 1/init_tau (one w per layer, as in spikingjelly)."""
 
     def __init__(self, init_tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate=None, detach_reset=False, fused=True):
         super().__init__(v_threshold, v_reset, surrogate, detach_reset, 0.0, fused)
