@@ -52,11 +52,7 @@ class Module:
     """Base class. Attributes that are Parameters, Modules or registered buffers are tracked in order."""
 
     def __init__(self):
-        object.__setattr__(self, "_params", {})
-        object.__setattr__(self, "_modules", {})
-        object.__setattr__(self, "_buffers", {})
-        object.__setattr__(self, "training", True)
-        object.__setattr__(self, "extras", None)
+        self.__dict__.update(_params={}, _modules={}, _buffers={}, training=True, extras=None)   # not through __setattr__
 
     def __setattr__(self, name, value):
         if "_params" not in self.__dict__:
@@ -111,32 +107,29 @@ class Module:
     def eval(self):
         return self.train(False)
 
+    def _state(self):
+        """{name: the Parameter or buffer array itself} for every parameter and buffer, in order."""
+        return {(f"{mname}.{name}" if mname else name): getattr(m, name)
+                for mname, m in self.named_modules() for name in list(m._params) + list(m._buffers)}
+
     def state_dict(self):
         """Name -> array (a copy) for every parameter and buffer."""
-        state = {}
-        for mname, m in self.named_modules():
-            for name in list(m._params) + list(m._buffers):
-                value = getattr(m, name)
-                state[f"{mname}.{name}" if mname else name] = np.array(value.data if isinstance(value, Tensor) else value)
-        return state
+        return {key: np.array(v.data if isinstance(v, Tensor) else v) for key, v in self._state().items()}
 
     def load_state_dict(self, state):
         """Copy arrays into parameters and buffers; names and shapes must match exactly."""
-        own = self.state_dict()
+        own = self._state()
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         if missing or unexpected:
             raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        for mname, m in self.named_modules():
-            for name in list(m._params) + list(m._buffers):
-                key = f"{mname}.{name}" if mname else name
-                new = np.asarray(state[key])
-                if new.shape != own[key].shape:
-                    raise ValueError(f"load_state_dict: '{key}' has shape {new.shape}, expected {own[key].shape}")
-                target = getattr(m, name)
-                if isinstance(target, Tensor):
-                    target.data = new.astype(target.dtype, copy=True)
-                else:
-                    target[...] = new
+        for key, target in own.items():
+            new = np.asarray(state[key])
+            if new.shape != target.shape:
+                raise ValueError(f"load_state_dict: '{key}' has shape {new.shape}, expected {target.shape}")
+            if isinstance(target, Tensor):
+                target.data = new.astype(target.dtype, copy=True)
+            else:
+                target[...] = new
         return self
 
     def save(self, path):
@@ -187,12 +180,12 @@ def _alive(pid):
     return True
 
 
-def _fold(fn, x, ndim=4):
+def _fold(fn, x):
     """Apply an image op to [N, C, H, W] or to a time-first [T, N, C, H, W] by folding T into N."""
-    if x.ndim == ndim:
+    if x.ndim == 4:
         return fn(x)
-    if x.ndim != ndim + 1:
-        raise ValueError(f"expected a {ndim}-D [N, C, H, W] or {ndim + 1}-D [T, N, C, H, W] input, got shape {x.shape}")
+    if x.ndim != 5:
+        raise ValueError(f"expected a 4-D [N, C, H, W] or 5-D [T, N, C, H, W] input, got shape {x.shape}")
     T, N = x.shape[:2]
     y = fn(F.reshape(x, (T * N,) + x.shape[2:]))
     return F.reshape(y, (T, N) + y.shape[1:])
@@ -205,10 +198,10 @@ def _count(v, name, layer, low=1):
     return int(v)
 
 
-def _init_uniform(rng, shape, fan_in, dtype=np.float32):
-    """PyTorch's default init: U(−1/√fan_in, 1/√fan_in)."""
+def _init_uniform(rng, shape, fan_in):
+    """PyTorch's default init: U(−1/√fan_in, 1/√fan_in), float32."""
     bound = 1.0 / np.sqrt(fan_in)
-    return rng.uniform(-bound, bound, shape).astype(dtype)
+    return rng.uniform(-bound, bound, shape).astype(np.float32)
 
 
 class Linear(Module):
