@@ -244,9 +244,8 @@ def log_softmax(a, axis=-1):
 
 def _offsets(kh, kw, sh, sw, Ho, Wo):
     """For every kernel offset (a, b): the strided slice of the input that meets kernel tap (a, b)."""
-    for a in range(kh):
-        for b in range(kw):
-            yield a, b, (slice(None), slice(None), slice(a, a + sh * Ho, sh), slice(b, b + sw * Wo, sw))
+    for a, b in np.ndindex(kh, kw):
+        yield a, b, (slice(None), slice(None), slice(a, a + sh * Ho, sh), slice(b, b + sw * Wo, sw))
 
 
 def _out_size(n, k, stride, name):
@@ -266,11 +265,10 @@ def _pair(v, name):
 class _ConvGeometry:
     """Output grid, padding, kernel taps and im2col of a conv2d, for one chunk of images at a time (see :func:`chunked`).
 
-    Stride 1 with C ≥ 8 channels uses "wide rows": the output is computed on Wq = Wp columns (the last
-    kw − 1 are junk and dropped), so the input meeting kernel tap (a, b) is ONE contiguous slice at offset
-    a·Wp + b of each flattened padded image, a matrix BLAS takes as is (dW needs no columns, see conv2d).
-    One extra zero row at the bottom keeps the last slice inside the buffer. Otherwise Wq = Wo and taps
-    are strided slices (faster for few channels: no junk columns to drop).
+    Stride 1 with C ≥ 8 channels uses "wide rows": the output is computed on Wq = Wp columns (the last kw − 1 are
+    junk, dropped), so the input meeting kernel tap (a, b) is ONE contiguous slice at offset a·Wp + b of each
+    flattened padded image (one extra zero row at the bottom keeps the last slice inside the buffer), a matrix BLAS
+    takes as is. Otherwise Wq = Wo and taps are strided slices (faster for few channels: no junk columns).
     """
 
     def __init__(self, shape, kh, kw, stride, ph, pw):
@@ -303,9 +301,8 @@ class _ConvGeometry:
     def im2col(self, xp):
         """cols [m, C·kh·kw, Ho·Wq] of padded images xp: cols[i, (c, a, b)] = tap (a, b) of channel c."""
         cols = np.empty((len(xp), self.C, self.kh, self.kw, self.Ho, self.Wq), xp.dtype)
-        for a in range(self.kh):
-            for b in range(self.kw):
-                cols[:, :, a, b] = self.tap(xp, a, b)
+        for a, b in np.ndindex(self.kh, self.kw):
+            cols[:, :, a, b] = self.tap(xp, a, b)
         return cols.reshape(len(xp), self.K, self.L)
 
     def forward(self, x, w2, out):
@@ -329,10 +326,9 @@ class _ConvGeometry:
     def input_grad(self, g2, wt):
         """dx [m, C, H, W] from g2 = widen(g) and wt = W as [kh, kw, C, O]: each tap adds W[:, :, a, b]ᵀ @ g into its view."""
         gxp = self.padded(len(g2), g2.dtype)
-        for a in range(self.kh):
-            for b in range(self.kw):
-                tap = self.tap(gxp, a, b)
-                tap += (wt[a, b] @ g2).reshape(tap.shape)
+        for a, b in np.ndindex(self.kh, self.kw):
+            tap = self.tap(gxp, a, b)
+            tap += (wt[a, b] @ g2).reshape(tap.shape)
         return self.inner(gxp)
 
 
@@ -341,11 +337,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
 
     Forward, per cache-sized chunk of images (:func:`chunked`): im2col cols[n, (c,a,b), (i,j)] = x_pad[n, c,
     s·i+a, s·j+b], then one batched GEMM  W[O, C·kh·kw] @ cols[m, C·kh·kw, Ho·Wq] → [m, O, Ho·Wq], already NCHW.
-    Backward, per chunk, without stored columns (they would cost 88 MB for ConvSNN): a loop over the kh·kw
-    kernel taps (no np.add.at) adds W[:, :, a, b]ᵀ @ g into the tap's view of dx_pad (the backward of ConvSNN's
-    second conv 1.07–1.13x faster than col2im(Wᵀ @ g), whose columns fill the cache; equal at 64 → 128 channels);
-    dW = Σ_n g[n] @ cols[n]ᵀ on recomputed columns, or with wide rows one GEMM per tap,
-    dW[:, :, a, b] = Σ_n g[n] @ tap_ab(x_pad[n])ᵀ (no columns; 30 % faster at C = 16). Textbook twin: conv2d_textbook.
+    Backward, per chunk, without stored columns (88 MB for ConvSNN): each kernel tap adds W[:, :, a, b]ᵀ @ g into its
+    view of dx_pad (1.07–1.13x faster than col2im(Wᵀ @ g) at 16 → 32 channels); dW = Σ_n g[n] @ cols[n]ᵀ on recomputed
+    columns, or with wide rows one GEMM per tap, dW[:, :, a, b] = Σ_n g[n] @ tap_ab(x_pad[n])ᵀ (30 % faster at C = 16).
+    Textbook twin: conv2d_textbook.
     """
     x = tensor(x)
     ph, pw = _pair(padding, "padding")
@@ -436,8 +431,7 @@ def _avg_forward(xc, out, kh, kw, sh, sw):
 
 def _avg_backward(g, gx, kh, kw, sh, sw):
     """gx [m, C, H, W] = the transpose of :func:`_avg_forward` applied to g: g/(kh·kw) spread over each window's
-    columns, then over its rows. Where windows are disjoint it assigns (~1.6x faster than adding); where they tile
-    the image exactly, nothing needs zeroing."""
+    columns, then rows. Disjoint windows assign (~1.6x faster than adding); windows that tile the image need no zeroing."""
     (Ho, Wo), (H, W) = g.shape[2:], gx.shape[2:]
     disjoint, tiles = sh >= kh and sw >= kw, (sh, sw) == (kh, kw) and (H, W) == (sh * Ho, sw * Wo)
     gk = g * (1.0 / (kh * kw))
