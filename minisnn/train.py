@@ -46,24 +46,26 @@ def _accuracy(logits, labels):
     return float(np.mean(pred == (labels.argmax(-1) if labels.ndim == 2 else labels)))
 
 
+def _sample_means(rows, loader):
+    """Means over the samples of per-batch rows {"n": batch size, metric: value, ...}; no samples is a ValueError."""
+    n = sum(r["n"] for r in rows)
+    if n == 0:
+        raise ValueError(f"{loader} yielded no samples")
+    return {k: sum(r[k] * r["n"] for r in rows) / n for k in rows[0] if k != "n"}
+
+
 def evaluate(model, loader, loss_fn=losses.cross_entropy):
     """Mean loss, accuracy (arg-max of the time-mean logits) and firing rate over a loader, in eval mode."""
     was_training = model.training
     model.eval()
-    tot_loss = tot_acc = tot_rate = 0.0
-    n = 0
+    rows = []
     with no_grad():
         for b, (x, y) in enumerate(loader):
             out = model(Tensor(check_batch(x, y, f"evaluate, batch {b}")))
-            k = len(y)
-            tot_loss += float(loss_fn(out, y).data) * k
-            tot_acc += _accuracy(out.data, y) * k
-            tot_rate += spike_rate(model) * k
-            n += k
+            rows.append({"n": len(y), "loss": float(loss_fn(out, y).data), "accuracy": _accuracy(out.data, y),
+                         "spike_rate": spike_rate(model)})
     model.train(was_training)
-    if n == 0:
-        raise ValueError("evaluate: the loader yielded no samples")
-    return {"loss": tot_loss / n, "accuracy": tot_acc / n, "spike_rate": tot_rate / n}
+    return _sample_means(rows, "evaluate: the loader")
 
 
 def _check_finite(model, what, where):
@@ -76,8 +78,7 @@ def _check_finite(model, what, where):
 def train_epoch(model, loader, optimizer, loss_fn=losses.cross_entropy, step_hook=None, epoch=1, first_loss=None):
     """One pass over ``loader``: forward, loss, backward, optimiser step. Returns mean loss and accuracy."""
     model.train()
-    tot_loss = tot_acc = 0.0
-    n = 0
+    rows = []
     for b, (x, y) in enumerate(loader):
         where = f"epoch {epoch}, batch {b}"
         out = model(Tensor(check_batch(x, y, where)))
@@ -93,12 +94,8 @@ def train_epoch(model, loader, optimizer, loss_fn=losses.cross_entropy, step_hoo
         _check_finite(model, "gradient", where)
         optimizer.step()
         _check_finite(model, "parameter", where)
-        tot_loss += value * len(y)
-        tot_acc += _accuracy(out.data, y) * len(y)
-        n += len(y)
-    if n == 0:
-        raise ValueError("train_epoch: the training loader yielded no samples")
-    return {"loss": tot_loss / n, "accuracy": tot_acc / n, "first_loss": first_loss}
+        rows.append({"n": len(y), "loss": value, "accuracy": _accuracy(out.data, y)})
+    return {**_sample_means(rows, "train_epoch: the training loader"), "first_loss": first_loss}
 
 
 def fit(model, train_loader, val_loader=None, epochs=10, lr=1e-3, optimizer=None, loss_fn=losses.cross_entropy,
