@@ -17,23 +17,17 @@ import numpy as np
 from .claims import PAPERS
 
 
-def _digits_loaders(T, batch_size, seed=0):
-    """DigitsDVS as (train, validation, test) loaders: 20 % of the training set is held out for model selection."""
-    from data_tools.datasets import DigitsDVS, validation_split
-    from data_tools.loader import DataLoader
-    train, val = validation_split(DigitsDVS(train=True), 0.2, seed)
-    test = DigitsDVS(train=False)
-    return (DataLoader(train, batch_size, T, rng=np.random.default_rng(seed), shuffle=True),
-            DataLoader(val, 128, T, shuffle=False), DataLoader(test, 128, T, shuffle=False))
-
-
 def demo(args):
-    """Train ConvSNN on DigitsDVS, keep the epoch with the best validation accuracy, print its test accuracy."""
-    from data_tools.datasets import cache_dir
+    """Train ConvSNN on DigitsDVS, keep the epoch with the best validation accuracy (on 20 % of the training set held
+    out), print its test accuracy."""
+    from data_tools.datasets import DigitsDVS, cache_dir, validation_split
+    from data_tools.loader import DataLoader
     from . import models, train
     t0 = time.perf_counter()
     print(f"DigitsDVS is built once (~10 s) and cached in {cache_dir()} (~105 MB; set MINISNN_CACHE to move it)")
-    tr, va, te = _digits_loaders(args.T, args.batch_size, args.seed)
+    train_set, val_set = validation_split(DigitsDVS(train=True), 0.2, args.seed)
+    tr = DataLoader(train_set, args.batch_size, args.T, rng=np.random.default_rng(args.seed), shuffle=True)
+    va, te = (DataLoader(ds, 128, args.T, shuffle=False) for ds in (val_set, DigitsDVS(train=False)))
     (W, H, P), K = tr.dataset.sensor_size, len(tr.dataset.classes)
     print(f"DigitsDVS: {len(tr.dataset)} train / {len(va.dataset)} validation / {len(te.dataset)} test samples, "
           f"sensor {W}x{H}, T = {args.T} (data ready in {time.perf_counter() - t0:.1f}s)")

@@ -81,9 +81,8 @@ def lif_fwd_bwd(shape=(16, 32, 16, 32, 32), repeats=7):
 
 
 def machine(repeats=15):
-    """How fast this machine is right now: (GFLOP/s of a 512×512 float32 matmul on minisnn's BLAS threads, one
-    by default; GB/s read plus written by a 64 MB copy). On a shared VM both move with the host's load (here
-    55–115 GFLOP/s and 7.5–10 GB/s within minutes): compare benchmark runs only at similar values of these."""
+    """How fast this machine is right now: (GFLOP/s of a 512×512 float32 matmul on minisnn's BLAS threads, GB/s read
+    plus written by a 64 MB copy). Both move with a shared VM's load: compare runs only at similar values."""
     a, x = np.ones((512, 512), np.float32), np.ones(1 << 24, np.float32)
     y = np.empty_like(x)
     gemm_ms = _median_ms(lambda: a @ a, repeats)

@@ -26,6 +26,8 @@ import time
 import numpy as np
 from scipy import stats
 
+from .core import NUM_THREADS
+
 PAPERS = {"eventrpg": "EventRPG (ICLR 2024)", "asa": "ASA-SNN (ICCV 2023)", "staa": "STAA-SNN (CVPR 2025)",
           "hsd": "HSD (ACM MM 2024)", "razor": "Razor SNN (2023)"}   # modules of minisnn.methods, in table order
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
@@ -172,7 +174,7 @@ def reproduce(seeds=3, quick=False, only=None, out="results.md", figure_path="re
     results, seconds = run(experiments, claims, range(int(seeds)), quick, log)
     rows = [summarise(c, results[c.experiment]) for c in claims]
     header = (f"Claims table: {int(seeds)} seeds{' (quick settings: not evidence)' if quick else ''}, "
-              f"{(time.perf_counter() - t0) / 60:.1f} min on {platform.machine()} with {_cores()} cores.\n")
+              f"{(time.perf_counter() - t0) / 60:.1f} min on {platform.machine()} with {NUM_THREADS} cores.\n")
     text = table(rows, seconds, header)
     if out:
         with open(out, "w") as f:
@@ -184,8 +186,3 @@ def reproduce(seeds=3, quick=False, only=None, out="results.md", figure_path="re
     if log:
         log(text)
     return rows
-
-
-def _cores():
-    from .core import NUM_THREADS
-    return NUM_THREADS
