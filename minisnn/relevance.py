@@ -41,11 +41,8 @@ def _safe_div(a, b):
 
 
 def _linear_op(fn, x):
-    """Apply the linear map ``fn`` to ``x`` once; return (fn(x), transpose) with transpose(g) = Jᵀ·g.
-
-    The transpose is the input-gradient of ``fn`` (for a conv: the transposed convolution), taken from
-    the autograd graph of this one call. For max pooling it routes g to each window's arg-max of ``x``.
-    """
+    """Apply the linear map ``fn`` to ``x`` once; return (fn(x), transpose) with transpose(g) = Jᵀ·g, the input-gradient
+    of ``fn`` from the autograd graph of this one call (for max pooling: g routed to each window's arg-max of ``x``)."""
     xt = Tensor(x, requires_grad=True)
     with autograd.enable_grad():
         out = fn(xt)
@@ -57,9 +54,12 @@ def _linear_op(fn, x):
     return out.data, transpose
 
 
-def _check_ab(alpha, beta):
+def _check_ab(alpha, beta, *arrays):
+    """Check α + β = 1; return ``arrays`` as float arrays of one dtype (float32 unless one of them is float64)."""
     if not (np.isfinite(alpha) and np.isfinite(beta) and abs(alpha + beta - 1) < 1e-9):
         raise ValueError(f"alpha + beta must be 1 (paper convention, eq. 3), got alpha={alpha}, beta={beta}")
+    dtype = np.result_type(*arrays, np.float32)
+    return [np.asarray(a, dtype) for a in arrays]
 
 
 # ----------------------------------------------------------------------------- the αβ rule (eq. 3, 6, 7)
@@ -98,11 +98,6 @@ def _ab_chunked(xp, xn, R, maps, cols, alpha, beta):
         lost[n0:n1] = lost_rows.reshape(n1 - n0, -1).sum(-1)
     core.chunked(chunk, len(R), 2 * xp[0].nbytes + 4 * R[0].nbytes + cols)
     return R_in, lost
-
-
-def _as_float(*arrays):
-    dtype = np.result_type(*arrays, np.float32)
-    return [np.asarray(a, dtype) for a in arrays]
 
 
 def _split(x):
@@ -156,8 +151,7 @@ def alpha_beta(x, w, R, alpha=1.0, beta=0.0, return_lost=False):
     lost = Σ_j R_j·(α·[Σz⁺_j = 0] + β·[Σz⁻_j = 0]) is the relevance a zero denominator could not pass.
     Returns R_in (and ``lost`` shaped like R if ``return_lost``).
     """
-    _check_ab(alpha, beta)
-    x, w, R = _as_float(x, w, R)
+    x, w, R = _check_ab(alpha, beta, x, w, R)
     if w.ndim != 2 or x.shape[-1] != w.shape[1] or R.shape != x.shape[:-1] + (w.shape[0],):
         raise ValueError(f"alpha_beta: shapes x {x.shape}, w {w.shape}, R {R.shape} do not fit x @ w.T")
     R_in, lost = _ab_rule(*_split(x), R, *_dense_maps(w), alpha, beta)
@@ -165,13 +159,9 @@ def alpha_beta(x, w, R, alpha=1.0, beta=0.0, return_lost=False):
 
 
 def alpha_beta_conv(x, w, R, stride=1, padding=0, alpha=1.0, beta=0.0, return_lost=False):
-    """The αβ rule of :func:`alpha_beta` for a 2-D convolution (x [..., C, H, W], w [O, C, kh, kw]).
-
-    Σ_i z±_ij are convolutions with w⁺ / w⁻ of x⁺ / x⁻; the redistribution uses the conv's input-gradient
-    (the transposed convolution). Bias ignored; returns R_in (and ``lost`` shaped like R).
-    """
-    _check_ab(alpha, beta)
-    x, w, R = _as_float(x, w, R)
+    """The αβ rule of :func:`alpha_beta` for a 2-D convolution (x [..., C, H, W], w [O, C, kh, kw]), bias ignored:
+    Σ_i z±_ij are convolutions of x⁺ / x⁻ with w⁺ / w⁻, and R flows back through the conv's input-gradient."""
+    x, w, R = _check_ab(alpha, beta, x, w, R)
     if w.ndim != 4 or x.ndim < 4 or x.shape[-3] != w.shape[1]:
         raise ValueError(f"alpha_beta_conv: x {x.shape} must be [..., {w.shape[1] if w.ndim == 4 else 'C'}, H, W]"
                          f" for weights w {w.shape} [O, C, kh, kw]")
@@ -235,10 +225,9 @@ def sltrp_recursion(R_out, gamma):
     gamma = np.asarray(gamma)
     if gamma.shape != R_out.shape:
         raise ValueError(f"gamma must have the shape of R_out {R_out.shape}, got {gamma.shape}")
-    T, rest = R_out.shape[0], R_out.shape[1:]
-    flat = lambda a: np.ascontiguousarray(a.reshape(T, -1), dtype=R_out.dtype)  # noqa: E731
+    flat = lambda a: np.ascontiguousarray(a.reshape(len(R_out), -1), dtype=R_out.dtype)  # noqa: E731
     r_in, r_init = core.sltrp(flat(R_out), flat(gamma))
-    return r_in.reshape(R_out.shape), r_init.reshape(rest)
+    return r_in.reshape(R_out.shape), r_init.reshape(R_out.shape[1:])
 
 
 def _sltrp_layer(x, extras, R, alpha, beta, clamp_input):
@@ -271,11 +260,10 @@ def _rule(layer, x, extras, R, mode, alpha, beta, clamp_input):
     Linear maps run :func:`_ab_rule` per chunk of rows (:func:`_ab_chunked`).
     """
     slrp = mode == "slrp"
-    if isinstance(layer, PASS_THROUGH) or getattr(layer, "relevance_rule", None) == "identity":
+    identity = isinstance(layer, PASS_THROUGH) or getattr(layer, "relevance_rule", None) == "identity"
+    if identity or (slrp and isinstance(layer, BaseNeuron)):   # SLRP's spiking layers: R^(l-1) = R^(l) (§3.3, eq. 14)
         return R.reshape(x.shape[1:] if slrp else x.shape), None, None
     if isinstance(layer, BaseNeuron):
-        if slrp:  # §3.3: R^(l-1) = R^(l), a consequence of eq. 14
-            return R, None, None
         R_in, R_init = _sltrp_layer(x, extras, R, alpha, beta, clamp_input)
         return R_in, None, R_init
     if isinstance(layer, nn.MaxPool2d):  # winner-take-all: everything to each window's arg-max
@@ -288,14 +276,6 @@ def _rule(layer, x, extras, R, mode, alpha, beta, clamp_input):
     k = 1 if isinstance(layer, nn.Linear) else 3   # rows of vectors or of images
     R_in, lost = _ab_chunked(_rows(xp, k), _rows(xn, k), _rows(R, k), *_layer_maps(layer, _rows(xp, k)), alpha, beta)
     return R_in.reshape(xp.shape), lost.reshape(R.shape[:R.ndim - k]), None
-
-
-def _check_rules(layers):
-    for name, m in layers:
-        if not isinstance(m, RULED) and getattr(m, "relevance_rule", None) != "identity":
-            raise TypeError(f"no relevance rule for layer {name!r} ({type(m).__name__}); supported: "
-                            f"{', '.join(c.__name__ for c in RULED)}; multiplicative gates can set the class "
-                            "attribute relevance_rule = 'identity'")
 
 
 # ----------------------------------------------------------------------------- explain
@@ -326,7 +306,11 @@ def _forward(model, x, record=True):
     """Eval-mode forward layer by layer -> (layers, per-layer inputs, per-layer neuron extras, output).
     ``record=False``: the neurons keep no membranes (extras None), as fast as inference."""
     layers = layers_of(model)
-    _check_rules(layers)
+    for name, m in layers:
+        if not isinstance(m, RULED) and getattr(m, "relevance_rule", None) != "identity":
+            raise TypeError(f"no relevance rule for layer {name!r} ({type(m).__name__}); supported: "
+                            f"{', '.join(c.__name__ for c in RULED)}; multiplicative gates can set the class "
+                            "attribute relevance_rule = 'identity'")
     x = _frames(x)
     was_training = model.training
     model.eval()
@@ -430,8 +414,7 @@ def explain(model, x, target=None, mode="sltrp", init="clrp", alpha=1.0, beta=0.
         name, layer = layers[i]
         R, lost, R_init = _rule(layer, xs[i], extras[i], R, mode, alpha, beta, clamp_input)
         rel[name] = R
-        n = R.shape[mode == "sltrp"]
-        init_sum = np.zeros(n, R.dtype) if R_init is None else R_init.reshape(n, -1).sum(-1)
+        init_sum = np.zeros(len(target), R.dtype) if R_init is None else R_init.reshape(len(target), -1).sum(-1)
         total = sums(R)
         cons[name] = {"relevance": total, "lost": np.zeros_like(total) if lost is None else sums(lost), "init": init_sum}
         if name == until:
