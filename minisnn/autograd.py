@@ -68,7 +68,6 @@ class Tensor:
     ndim = property(lambda self: self.data.ndim)
     dtype = property(lambda self: self.data.dtype)
     size = property(lambda self: self.data.size)
-    T = property(lambda self: self.transpose())
 
     def __len__(self):
         return len(self.data)
@@ -76,9 +75,6 @@ class Tensor:
     def __repr__(self):
         flag = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}{flag})"
-
-    def numpy(self):
-        return self.data
 
     def item(self):
         return self.data.item()

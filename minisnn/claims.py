@@ -30,7 +30,6 @@ from .core import NUM_THREADS
 
 PAPERS = {"eventrpg": "EventRPG (ICLR 2024)", "asa": "ASA-SNN (ICCV 2023)", "staa": "STAA-SNN (CVPR 2025)",
           "hsd": "HSD (ACM MM 2024)", "razor": "Razor SNN (2023)"}   # modules of minisnn.methods, in table order
-VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -182,8 +182,7 @@ def lif_backward(gs, gu, x, u, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_res
                  detach_reset=False, surrogate="sigmoid", sg_param=4.0, param_grads=True):
     """Back-propagate through :func:`lif_forward`. ``gs``/``gu`` = dL/ds, dL/du (None = zero).
 
-    Returns (dL/dx [T, M], dL/d(decay) [M], dL/d(gain) [M], dL/dv0 [M]); the per-neuron
-    parameter gradients are summed over time (the caller sums them further to its parameter shape).
+    Returns (dL/dx [T, M], dL/d(decay) [M], dL/d(gain) [M], dL/dv0 [M]), parameter gradients summed over time;
     ``param_grads=False`` skips dL/d(decay) and dL/d(gain) (returned as zeros): faster.
     The spikes are not an argument: s[t] = (u[t] >= v_th) is recomputed, exactly as the forward fired.
     """

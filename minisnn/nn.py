@@ -22,12 +22,8 @@ _RECORDERS = []
 
 @contextlib.contextmanager
 def recording():
-    """Record every module call inside the block: yields a list of ``(module, input, output, extras)``.
-
-    ``input``/``output`` are the arrays seen by the module; neuron layers put their membranes into
-    ``extras`` (``u``: pre-reset membrane, ``h``: post-reset membrane, each ``[T, N, ...]``).
-    Relevance propagation and the analysis tools are built on this.
-    """
+    """Record every module call inside the block: yields a list of ``(module, input, output, extras)``; neuron
+    layers put their membranes into ``extras`` (see BaseNeuron). Relevance propagation and analysis build on this."""
     records = []
     _RECORDERS.append(records)
     try:

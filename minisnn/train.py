@@ -1,9 +1,7 @@
 """Training and evaluation loops: one progress line per epoch, seeded, with atomic checkpoints.
 
 Model selection is on a **validation** split carved from the training data
-(``data_tools.datasets.validation_split``): :func:`fit` never sees the test set. With a ``val_loader`` the
-model ends up holding the weights of the epoch with the best validation accuracy (``keep="best"``, the
-default) or of the last epoch (``keep="last"``); without one, the last epoch's.
+(``data_tools.datasets.validation_split``): :func:`fit` never sees the test set.
 
 Failing loudly: a batch that is not time-first ``[T, N, ...]`` with ``N = len(labels)``, or that holds NaN/inf,
 raises ValueError; a non-finite loss, gradient or parameter, or a loss above ``100·max(1, |first loss|)``
