@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from .claims import PAPERS
+from .claims import PAPERS, reproduce
 
 
 def demo(args):
@@ -41,13 +41,12 @@ def demo(args):
 
 def claims(args):
     """Run the claims of every paper (``reproduce``) or of one (``<paper>``) and print the table."""
-    from . import claims as C
     if getattr(args, "fashion_root", None):
         from data_tools.datasets import FashionDVS
         FashionDVS.default_root = args.fashion_root
     only = None if args.cmd == "reproduce" else args.cmd
     out = args.out or ("results.md" if only is None else f"results_{only}.md")
-    C.reproduce(args.seeds, args.quick, only, out, out.rsplit(".", 1)[0] + ".png",
+    reproduce(args.seeds, args.quick, only, out, out.rsplit(".", 1)[0] + ".png",
                 log=print if args.verbose else _quiet)
     print(f"written: {out}, {out.rsplit('.', 1)[0]}.png, {out.rsplit('.', 1)[0]}.json")
 

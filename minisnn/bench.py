@@ -91,8 +91,7 @@ def machine(repeats=15):
 
 
 def peers(log=print, **kw):
-    """``tests/bench_peers.py`` of a source checkout (its PyTorch code is not part of the NumPy library): minisnn against
-    spikingjelly, snntorch and plain PyTorch, whichever are installed, as ratios."""
+    """Run ``tests/bench_peers.py`` of a source checkout (PyTorch code, not part of the library): minisnn / peer."""
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "bench_peers.py")
     if not os.path.exists(path):
         log("peers skipped: tests/bench_peers.py comes with the source checkout")

@@ -142,10 +142,9 @@ def table(rows, seconds=None, header=""):
 
 def figure(rows, path):
     """Per claim, D relative to the baseline's mean (%), with its 95 % CI, the zero line and the margin."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
+    from matplotlib.figure import Figure   # not pyplot: no global figure state, no GUI backend
+    fig = Figure(figsize=(8, 0.35 * len(rows) + 1.2))
+    ax = fig.subplots()
     for i, r in enumerate(rows):
         scale = 100 / max(abs(r["baseline"][0]), 1e-12)
         (dm, dh), c = r["diff"], r["claim"]
@@ -160,7 +159,6 @@ def figure(rows, path):
     ax.set_xlabel("D = direction·(method − baseline), % of the baseline's mean (right of 0: as claimed)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def reproduce(seeds=3, quick=False, only=None, out="results.md", figure_path="results.png", log=print):

@@ -211,7 +211,6 @@ def linear(x, weight, bias=None):
     x = tensor(x)
     x2 = x.data.reshape(-1, x.shape[-1])
     out = (x2 @ weight.data.T).reshape(x.shape[:-1] + (weight.shape[0],))
-    parents = (x, weight) + ((bias,) if bias is not None else ())
     if bias is not None:
         out += bias.data
 
@@ -219,7 +218,7 @@ def linear(x, weight, bias=None):
         g2 = g.reshape(-1, weight.shape[0])
         grads = ((g2 @ weight.data).reshape(x.shape), g2.T @ x2)
         return grads + ((g2.sum(0),) if bias is not None else ())
-    return make(out, parents, backward)
+    return make(out, (x, weight) + ((bias,) if bias is not None else ()), backward)
 
 
 # ----------------------------------------------------------------------------- softmax family
@@ -615,8 +614,7 @@ def batch_norm_textbook(x, weight, bias, running_mean, running_var, training, mo
 def layer_norm(x, axes, weight=None, bias=None, eps=1e-5):
     """(x − mean)/√(var + ε)·γ + β over ``axes``, composed from differentiable ops."""
     x = tensor(x)
-    mu = mean(x, axis=axes, keepdims=True)
-    xc = x - mu
+    xc = x - mean(x, axis=axes, keepdims=True)
     y = xc / sqrt(mean(xc * xc, axis=axes, keepdims=True) + eps)
     if weight is not None:
         y = y * weight
