@@ -47,10 +47,9 @@ class Claim:
     margin: float = 0.0
 
     def __post_init__(self):
-        if self.direction not in (1, -1):
-            raise ValueError(f"Claim {self.experiment}/{self.metric}: direction must be +1 or -1, got {self.direction}")
-        if not self.margin >= 0:
-            raise ValueError(f"Claim {self.experiment}/{self.metric}: margin must be >= 0, got {self.margin}")
+        if self.direction not in (1, -1) or not self.margin >= 0:
+            raise ValueError(f"Claim {self.experiment}/{self.metric}: direction must be +1 or -1 and margin >= 0, got "
+                             f"direction={self.direction}, margin={self.margin}")
 
 
 def mean_ci(values, level=0.95):

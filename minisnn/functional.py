@@ -184,8 +184,7 @@ def getitem(a, idx):
 
 def stack(tensors, axis=0):
     tensors = [tensor(t) for t in tensors]
-    return make(np.stack([t.data for t in tensors], axis), tensors,
-                lambda g: tuple(np.moveaxis(g, axis, 0)))
+    return make(np.stack([t.data for t in tensors], axis), tensors, lambda g: tuple(np.moveaxis(g, axis, 0)))
 
 
 def concat(tensors, axis=0):

@@ -111,8 +111,7 @@ def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, s
     kw = dict(v_th=v_th, v_reset=v_reset, v_rest=v_rest)
     keep_u = output != "spike" or trace is not None or (is_grad_enabled() and any(p.requires_grad for p in [x] + params))
     s, u = core.lif_forward(x2, *flat, **kw, keep_u=keep_u)
-    out = {"spike": s, "membrane": u, "both": None}[output]
-    out = np.stack([s, u]) if out is None else out
+    out = np.stack([s, u]) if output == "both" else {"spike": s, "membrane": u}[output]
 
     def backward(g):
         g = np.ascontiguousarray(g)

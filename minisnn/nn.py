@@ -40,8 +40,8 @@ class Parameter(Tensor):
     """A Tensor that a Module registers as trainable (requires_grad=True)."""
     __slots__ = ()
 
-    def __init__(self, data, dtype=None):
-        super().__init__(data, requires_grad=True, dtype=dtype)
+    def __init__(self, data):
+        super().__init__(data, requires_grad=True)
 
 
 class Module:
@@ -206,8 +206,8 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, rng=None):
         super().__init__()
         rng = rng or np.random.default_rng(0)
-        self.in_features, self.out_features = (_count(v, n, "Linear") for v, n in
-                                               ((in_features, "in_features"), (out_features, "out_features")))
+        self.in_features = _count(in_features, "in_features", "Linear")
+        self.out_features = _count(out_features, "out_features", "Linear")
         self.weight = Parameter(_init_uniform(rng, (out_features, in_features), in_features))
         self.bias = Parameter(_init_uniform(rng, (out_features,), in_features)) if bias else None
 

@@ -163,18 +163,15 @@ def alpha_beta_conv(x, w, R, stride=1, padding=0, alpha=1.0, beta=0.0, return_lo
     Σ_i z±_ij are convolutions of x⁺ / x⁻ with w⁺ / w⁻, and R flows back through the conv's input-gradient."""
     x, w, R = _check_ab(alpha, beta, x, w, R)
     if w.ndim != 4 or x.ndim < 4 or x.shape[-3] != w.shape[1]:
-        raise ValueError(f"alpha_beta_conv: x {x.shape} must be [..., {w.shape[1] if w.ndim == 4 else 'C'}, H, W]"
-                         f" for weights w {w.shape} [O, C, kh, kw]")
+        raise ValueError(f"alpha_beta_conv: x {x.shape} must be [..., C, H, W] for weights w {w.shape} [O, C, kh, kw]")
     maps, _ = _conv_maps(w, stride, padding, _rows(x, 3).shape)
     R_in, lost = _ab_rule(*_split(_rows(x, 3)), _rows(R, 3), *maps, alpha, beta)
     return (R_in.reshape(x.shape), lost.reshape(R.shape)) if return_lost else R_in.reshape(x.shape)
 
 
 def residual_add(a, b, R):
-    """Relevance of y = a + b split in proportion to the positive parts: R_a = R·a⁺/(a⁺ + b⁺), R_b likewise.
-
-    Where a⁺ + b⁺ = 0 nothing is passed; returns (R_a, R_b, lost).
-    """
+    """Relevance of y = a + b split in proportion to the positive parts: R_a = R·a⁺/(a⁺ + b⁺), R_b likewise; where
+    a⁺ + b⁺ = 0 nothing is passed (returned as lost). Returns (R_a, R_b, lost)."""
     ap, bp = np.maximum(a, 0), np.maximum(b, 0)
     share, nz = _safe_div(ap, ap + bp)
     R_a = R * share
@@ -257,7 +254,6 @@ def _rule(layer, x, extras, R, mode, alpha, beta, clamp_input):
 
     ``x`` is the recorded per-step input [T, N, ...]; in SLRP mode linear layers see mean_t x⁺, mean_t x⁻
     and relevance has no T axis. ``lost`` is summed over R's feature axes (None: nothing lost).
-    Linear maps run :func:`_ab_rule` per chunk of rows (:func:`_ab_chunked`).
     """
     slrp = mode == "slrp"
     identity = isinstance(layer, PASS_THROUGH) or getattr(layer, "relevance_rule", None) == "identity"
