@@ -1,8 +1,7 @@
-"""``python -m minisnn bench [--peers]``: medians of repeated runs, and ratios of runs made side by side (this shared
-VM's speed moves 2x within minutes; the first lines say how fast it is now). Relevance is timed against a training
-step in one process, calls alternated; ``--peers`` runs the same ConvSNN step and inference in spikingjelly, snntorch
-and plain PyTorch (``tests/bench_peers.py``), each in a fresh process interleaved with minisnn's: minisnn / peer.
-"""
+"""``python -m minisnn bench [--peers]``: medians of repeated runs, and ratios of runs made side by side (a shared VM's
+speed moves 2x within minutes: :func:`machine`). Relevance is timed against a training step in one process, calls
+alternated; ``--peers`` runs the same ConvSNN step and inference in spikingjelly, snntorch and plain PyTorch
+(``tests/bench_peers.py``), each in a fresh process interleaved with minisnn's: minisnn / peer."""
 import importlib.util
 import os
 import resource

@@ -14,9 +14,8 @@ validation split; the data stay fixed), pairs method and baseline by seed, and s
     "not reproduced"  if the whole CI lies below −margin
     "inconclusive"    otherwise
 
-``margin`` is 0 for "better" claims and a stated non-inferiority margin for "no worse" / "kept" claims. No verdict
-is written by hand. ``python -m minisnn reproduce`` writes the table (``results.md``) and a figure (``results.png``).
-"""
+``margin`` is 0 for "better" claims and a stated non-inferiority margin for "no worse" / "kept" claims.
+``python -m minisnn reproduce`` writes the table (``results.md``) and a figure (``results.png``)."""
 import dataclasses
 import importlib
 import json

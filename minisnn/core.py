@@ -1,9 +1,8 @@
 """The bridge to the compiled C core, the NumPy reference of every kernel (the readable truth), and the
 threads that both the C kernels and the image ops run on.
 
-Kernels work on flat, C-contiguous ``[T, M]`` arrays (T steps, M neurons). Each public function
-validates its arguments, then calls C (``backend() == "c"``) or its NumPy twin. Set
-``MINISNN_BACKEND=numpy`` to force the reference path; tests assert that both give the same numbers.
+Kernels work on flat, C-contiguous ``[T, M]`` arrays (T steps, M neurons). Each public function validates its
+arguments, then calls C or its NumPy twin (:func:`backend`); tests assert that both give the same numbers.
 """
 import concurrent.futures
 import os
@@ -49,11 +48,10 @@ _POOL = {}   # process id -> thread pool (a forked child starts its own)
 def chunked(fn, n, item_bytes=None):
     """Run ``fn(i0, i1)`` over consecutive chunks of ``range(n)`` on NUM_THREADS threads; results in chunk order.
 
-    With ``item_bytes``, chunks hold about CHUNK_BYTES, so that the image ops (conv, batch norm, pools) keep
-    a chunk's temporaries in cache; without, one chunk per thread (the C kernels, which block for the cache
-    themselves). NumPy, BLAS and cffi release the GIL, so the threads run in parallel (BLAS itself runs on
-    one thread, see :func:`_one_blas_thread`). ``fn`` must write only its own slice; sums over the results
-    do not depend on the thread count.
+    With ``item_bytes``, chunks hold about CHUNK_BYTES, so that the image ops (conv, batch norm, pools) keep a chunk's
+    temporaries in cache; without, one chunk per thread (the C kernels block for the cache themselves). NumPy, BLAS
+    (on one thread, :func:`_one_blas_thread`) and cffi release the GIL, so the threads run in parallel. ``fn`` must
+    write only its own slice; sums over the results do not depend on the thread count.
     """
     step = CHUNK_BYTES // (item_bytes or 1) if item_bytes is not None else -(-n // NUM_THREADS)
     step = max(1, min(step, n))
@@ -91,10 +89,8 @@ def backend():
 
 
 def _check_params(decay, gain, v0, dtype, M):
-    """decay, gain, v0 as scalars or M per-neuron values -> (three contiguous 1-D arrays, vec flag).
-
-    If any of them is per-neuron, all three are expanded to M values (the kernels then read arrays).
-    """
+    """decay, gain, v0 as scalars or M per-neuron values -> (three contiguous 1-D arrays, vec flag); if any of them
+    is per-neuron, all three are expanded to M values (the kernels then read arrays)."""
     arrs = []
     for name, v in (("decay", decay), ("gain", gain), ("v0", v0)):
         a = np.asarray(v, dtype=dtype).reshape(-1)
@@ -183,8 +179,8 @@ def lif_backward(gs, gu, x, u, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_res
     """Back-propagate through :func:`lif_forward`. ``gs``/``gu`` = dL/ds, dL/du (None = zero).
 
     Returns (dL/dx [T, M], dL/d(decay) [M], dL/d(gain) [M], dL/dv0 [M]), parameter gradients summed over time;
-    ``param_grads=False`` skips dL/d(decay) and dL/d(gain) (returned as zeros): faster.
-    The spikes are not an argument: s[t] = (u[t] >= v_th) is recomputed, exactly as the forward fired.
+    ``param_grads=False`` skips dL/d(decay) and dL/d(gain) (zeros), which is faster. The spikes are recomputed from
+    u as s[t] = (u[t] >= v_th), exactly as the forward fired.
     """
     x = _check_x(x)
     T, M = x.shape

@@ -1,9 +1,8 @@
 """Small reference architectures (all ``nn.Sequential``, so relevance propagation can walk them).
 
-Every model maps time-first frames [T, N, P, H, W] to per-step logits [T, N, K].
-``neuron`` is a factory ``neuron(channels) -> Module``; ``gate`` (optional) is a factory
-``gate(channels, index) -> Module or None`` inserted right before a block's neuron (ASA, Razor).
-"""
+Every model maps time-first frames [T, N, P, H, W] to per-step logits [T, N, K]. ``neuron`` is a factory
+``neuron(channels) -> Module``; ``gate`` (optional) a factory ``gate(channels, index) -> Module or None`` whose
+module goes right before a block's neuron (ASA, Razor)."""
 import numpy as np
 
 from . import neurons

@@ -98,7 +98,6 @@ def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, s
     ([N, ...]); their gradients are summed back to their own shapes. ``output`` is ``"spike"`` (s),
     ``"membrane"`` (u, pre-reset) or ``"both"`` (a [2, T, N, ...] stack of s and u); the backward
     takes gradients with respect to both. A dict passed as ``trace`` receives the arrays ``s`` and ``u``.
-    The membrane u is only written when something needs it (a gradient, the output or the trace).
     """
     x = tensor(x)
     surrogate = surrogate or Sigmoid()
@@ -154,9 +153,8 @@ def multistep_unrolled(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0
 class BaseNeuron(Module):
     """Shared machinery: parameters of the model above, fused/unrolled dispatch, recording of membranes.
 
-    Subclasses define :meth:`coefficients` -> (decay, gain) as floats or Tensors.
-    When recording (``nn.recording()``), ``extras`` holds ``u`` and ``h`` (post-reset, [T, N, ...]),
-    ``decay``, ``gain`` and ``v0`` for relevance propagation and analysis.
+    Subclasses define :meth:`coefficients` -> (decay, gain) as floats or Tensors. While recording (``nn.recording()``),
+    ``extras`` holds ``u``, ``s``, ``h`` (post-reset), each [T, N, ...], and ``decay``, ``gain``, ``v0``.
     """
     output = "spike"
 

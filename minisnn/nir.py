@@ -8,11 +8,9 @@ Neuron: u = d·h + g·x + (1 − d)·v_rest, spike if u ≥ θ, hard reset to v_
 writes the same); d = 1 is NIR's IF, dv/dt = R·I, with R = g/dt (IF: 1/dt). g stays out of the weights.
 NIR fires on v > θ, minisnn on u ≥ θ: we write θ' = nextafter(float32(θ), −∞), so for float32 u, u > θ' ⇔ u ≥ θ and
 strict consumers (snntorch, norse) fire exactly where minisnn does. Eval BatchNorm2d folds into the Conv2d/Linear
-before it (an AvgPool2d after it commutes): W' = W·s, b' = (b − μ)·s + β, s = γ/√(σ² + ε). PLIF: its current τ.
-ValueError, naming the layer, for soft reset, LIAF, MaxPool2d, v0 ≠ 0, per-neuron decay arrays (importers take one τ
-per layer), attention gates (ASA, STAA, Razor), training-mode BN. Import: Affine/Linear, Conv2d, Avg/SumPool2d,
-Flatten, LIF, IF along the edges (non-chains raise); neurons get Sigmoid(4) (NIR has no surrogate). Peers: see below.
-"""
+before it (an AvgPool2d after it commutes): W' = W·s, b' = (b − μ)·s + β, s = γ/√(σ² + ε). PLIF: its current τ. A
+layer NIR cannot express raises ValueError naming it and why. Import: Affine/Linear, Conv2d, Avg/SumPool2d, Flatten,
+LIF, IF along the edges (non-chains raise); neurons get Sigmoid(4) (NIR has no surrogate). Peers: see below."""
 # Peers (spikingjelly 2.0.0, snntorch 1.0.0, norse 1.1.0, nirtorch 2.6), measured in tests/test_nir.py; the
 # workaround after each arrow:
 # * spikingjelly (activation_based.nir_exchange.import_from_nir(path, step_mode="m")) fires on >=, so also at

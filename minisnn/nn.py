@@ -1,9 +1,7 @@
 """Modules: parameters, train/eval, state_dict, atomic pickle-free save/load, and the standard layers.
 
-Stateless layers accept both ``[N, ...]`` and time-first ``[T, N, ...]`` input: image layers
-(Conv2d, BatchNorm2d, pools) fold a 5-D ``[T, N, C, H, W]`` input into ``[T·N, C, H, W]`` and unfold
-the result, exactly like spikingjelly's ``SeqToANNContainer``. Linear acts on the last axis.
-"""
+Stateless layers accept both ``[N, ...]`` and time-first ``[T, N, ...]`` input: image layers fold T into N (as
+spikingjelly's ``SeqToANNContainer``, see :func:`_fold`); Linear acts on the last axis."""
 import contextlib
 import glob
 import os

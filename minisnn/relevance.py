@@ -252,9 +252,8 @@ def _sltrp_layer(x, extras, R, alpha, beta, clamp_input):
 def _rule(layer, x, extras, R, mode, alpha, beta, clamp_input):
     """Relevance at ``layer``'s input from R at its output -> (R_in, lost or None, R_init or None).
 
-    ``x`` is the recorded per-step input [T, N, ...]; in SLRP mode linear layers see mean_t x⁺, mean_t x⁻
-    and relevance has no T axis. ``lost`` is summed over R's feature axes (None: nothing lost).
-    """
+    ``x`` is the recorded per-step input [T, N, ...] (SLRP: R has no T axis); ``lost`` is summed over R's feature
+    axes (None: nothing lost)."""
     slrp = mode == "slrp"
     identity = isinstance(layer, PASS_THROUGH) or getattr(layer, "relevance_rule", None) == "identity"
     if identity or (slrp and isinstance(layer, BaseNeuron)):   # SLRP's spiking layers: R^(l-1) = R^(l) (§3.3, eq. 14)

@@ -3,10 +3,9 @@
 Model selection is on a **validation** split carved from the training data
 (``data_tools.datasets.validation_split``): :func:`fit` never sees the test set.
 
-Failing loudly: a batch that is not time-first ``[T, N, ...]`` with ``N = len(labels)``, or that holds NaN/inf,
-raises ValueError; a non-finite loss, gradient or parameter, or a loss above ``100·max(1, |first loss|)``
-(a run that diverges), raises FloatingPointError naming the epoch, batch and parameter.
-"""
+Failing loudly: a batch that is not time-first ``[T, N, ...]`` with ``N = len(labels)``, or holds NaN/inf, raises
+ValueError; a non-finite loss, gradient or parameter, or a loss above ``DIVERGED·max(1, |first loss|)`` (a run that
+diverges), raises FloatingPointError naming the epoch, batch and parameter."""
 import time
 
 import numpy as np
@@ -102,8 +101,8 @@ def fit(model, train_loader, val_loader=None, epochs=10, lr=1e-3, optimizer=None
 
     ``train_loader`` yields (frames [T, N, ...], labels) with labels as class indices or soft [N, K] rows
     (mixed-sample augmentation). ``keep``: "best" (default with a ``val_loader``: the epoch of the highest
-    validation accuracy, the earliest on ties) or "last". The kept weights are loaded into ``model`` at the end
-    and, with ``checkpoint``, saved there. Returns the history: one dict per epoch, the kept one with "kept": True.
+    validation accuracy, the earliest on ties) or "last"; the kept weights end in ``model`` (and in ``checkpoint``).
+    Returns the history: one dict per epoch, the kept one with "kept": True.
     """
     keep = keep or ("best" if val_loader is not None else "last")
     if keep not in ("best", "last") or (keep == "best" and val_loader is None):
