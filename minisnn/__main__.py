@@ -46,8 +46,7 @@ def claims(args):
         FashionDVS.default_root = args.fashion_root
     only = None if args.cmd == "reproduce" else args.cmd
     out = args.out or ("results.md" if only is None else f"results_{only}.md")
-    reproduce(args.seeds, args.quick, only, out, out.rsplit(".", 1)[0] + ".png",
-                log=print if args.verbose else _quiet)
+    reproduce(args.seeds, args.quick, only, out, out.rsplit(".", 1)[0] + ".png", log=print if args.verbose else _quiet)
     print(f"written: {out}, {out.rsplit('.', 1)[0]}.png, {out.rsplit('.', 1)[0]}.json")
 
 

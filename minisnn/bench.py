@@ -56,9 +56,8 @@ def convsnn_step(T=10, N=32, repeats=7):
 
 
 def relevance_vs_step(T=10, N=32, repeats=7):
-    """(SLTRP, SLRP) saliency of the bench batch / one training step: the three alternated, medians of the ratios.
-    BN momentum 1 keeps the running statistics at the batch's, so that the net spikes in eval mode as a trained one
-    does (an untrained net's eval pass is silent: no relevance would reach the input)."""
+    """(SLTRP, SLRP) saliency of the bench batch / one training step, medians of the ratios. BN momentum 1 keeps the
+    running statistics at the batch's, so that the untrained net spikes in eval mode (else no relevance is left)."""
     model, x, y, step = _bench_net(T, N)
     for m in model:
         if isinstance(m, nn.BatchNorm2d):

@@ -148,8 +148,7 @@ def lif_forward(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, retur
     x = _check_x(x)
     T, M = x.shape
     (c, d, h0), vec = _check_params(decay, gain, v0, x.dtype, M)
-    hard = v_reset is not None
-    vr = 0.0 if v_reset is None else float(v_reset)
+    hard, vr = v_reset is not None, 0.0 if v_reset is None else float(v_reset)
     s, u = np.empty_like(x), np.empty_like(x) if keep_u else None
     h_all = np.empty_like(x) if return_h else None
     if backend() == "c":

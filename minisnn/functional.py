@@ -1,9 +1,7 @@
 """Differentiable ops. Each op computes its forward with NumPy and defines its backward right below.
 
-Every op takes Tensors (or arrays/scalars, promoted with :func:`tensor`) and returns a Tensor. The
-backward closure receives ``g = dL/d(out)`` and returns one gradient per parent (``None`` = no
-gradient). Broadcasting is undone by :func:`unbroadcast`. All ops preserve float64.
-"""
+Every op takes Tensors (or arrays/scalars, promoted with :func:`tensor`), returns one built by :func:`make` (``None``
+in the backward's grads: no gradient for that parent) and preserves float64. :func:`unbroadcast` undoes broadcasting."""
 import numpy as np
 
 from .autograd import Tensor, make, tensor, unbroadcast
@@ -429,7 +427,7 @@ def _avg_forward(xc, out, kh, kw, sh, sw):
 
 def _avg_backward(g, gx, kh, kw, sh, sw):
     """gx [m, C, H, W] = the transpose of :func:`_avg_forward` applied to g: g/(kh·kw) spread over each window's
-    columns, then rows. Disjoint windows assign (~1.6x faster than adding); windows that tile the image need no zeroing."""
+    columns, then rows. Disjoint windows assign (~1.6x faster than adding); windows tiling the image need no zeroing."""
     (Ho, Wo), (H, W) = g.shape[2:], gx.shape[2:]
     disjoint, tiles = sh >= kh and sw >= kw, (sh, sw) == (kh, kw) and (H, W) == (sh * Ho, sw * Wo)
     gk = g * (1.0 / (kh * kw))
@@ -445,10 +443,8 @@ def _avg_backward(g, gx, kh, kw, sh, sw):
 
 
 def avg_pool2d(x, kernel_size, stride=None):
-    """Mean over kh×kw windows (stride: an int or a pair, default the kernel size); the backward spreads g/k² over each window.
-
-    Separable (:func:`_avg_forward`, :func:`_avg_backward`), per cache-sized chunk of images (:func:`chunked`).
-    """
+    """Mean over kh×kw windows (stride: an int or a pair, default the kernel size), separable, per cache-sized chunk of
+    images: :func:`_avg_forward`; the backward :func:`_avg_backward` spreads g/(kh·kw) over each window."""
     x, kh, kw, sh, sw, Ho, Wo = _pool_args(x, kernel_size, stride, "avg")
     out, item = np.empty(x.shape[:2] + (Ho, Wo), x.dtype), x.data[:1].nbytes
     chunked(lambda n0, n1: _avg_forward(x.data[n0:n1], out[n0:n1], kh, kw, sh, sw), len(x.data), item)

@@ -35,9 +35,6 @@ class Surrogate:
         x = x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float64)
         return core.surrogate_grad(x, self.kind, np.asarray(self.param, dtype=x.dtype))
 
-    def __call__(self, x):
-        return F.spike(x, self)
-
     def __repr__(self):
         return f"{type(self).__name__}({self.param})"
 
@@ -128,7 +125,7 @@ def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, s
 
 def multistep_unrolled(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, surrogate=None,
                        detach_reset=False, output="spike", trace=None):
-    """The same neuron as a Python loop over t of ordinary autograd ops (reference semantics); same returns and trace."""
+    """The same neuron as a Python loop over t of ordinary autograd ops (reference semantics); same returns, trace."""
     x = tensor(x)
     surrogate = surrogate or Sigmoid()
     h = v0 if isinstance(v0, Tensor) else Tensor(np.broadcast_to(np.asarray(v0, x.dtype), x.shape[1:]))

@@ -46,7 +46,7 @@ class Module:
     """Base class. Attributes that are Parameters, Modules or registered buffers are tracked in order."""
 
     def __init__(self):
-        self.__dict__.update(_params={}, _modules={}, _buffers={}, training=True, extras=None)   # not through __setattr__
+        self.__dict__.update(_params={}, _modules={}, _buffers={}, training=True, extras=None)  # not via __setattr__
 
     def __setattr__(self, name, value):
         if "_params" not in self.__dict__:
@@ -82,9 +82,7 @@ class Module:
         return [m for _, m in self.named_modules()]
 
     def named_parameters(self):
-        for mname, m in self.named_modules():
-            for pname, p in m._params.items():
-                yield (f"{mname}.{pname}" if mname else pname), p
+        return ((name, v) for name, v in self._state().items() if isinstance(v, Parameter))
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]

@@ -207,8 +207,7 @@ def sltrp_recursion(R_out, gamma):
     """SLTRP through one spiking layer, eq. 10–11, for arrays [T, ...] (every neuron independently).
 
     R_in[T] = R_out[T]; for t = T … 2:  R_in[t−1] = γ[t]·R_in[t] + R_out[t−1];  R_in[t] ← (1 − γ[t])·R_in[t].
-    Finally the share γ[1]·R_in[1] belongs to the initial membrane v0 (γ[1] = 0 when v0 = 0) and is
-    returned as R_init [...].
+    Finally the share γ[1]·R_in[1] goes to the initial membrane v0 (γ[1] = 0 when v0 = 0): R_init [...].
     Closed form (eq. 12):  R_in[t] = (1 − γ[t])·(R_out[t] + Σ_{i>t} R_out[i]·Π_{j=t+1..i} γ[j]).
     Proposition 1 (eq. 13), k < T:  Σ_{t≤k} R_in[t] + R_init = Σ_{t≤k} R_out[t] + Σ_{i>k} R_out[i]·Π_{j=k+1..i} γ[j];
     eq. 14 (per-neuron conservation over time):  Σ_t R_in[t] + R_init = Σ_t R_out[t].

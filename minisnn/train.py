@@ -96,8 +96,8 @@ def train_epoch(model, loader, optimizer, loss_fn=losses.cross_entropy, step_hoo
 
 
 def fit(model, train_loader, val_loader=None, epochs=10, lr=1e-3, optimizer=None, loss_fn=losses.cross_entropy,
-        cosine=True, checkpoint=None, keep=None, log=print, step_hook=None):
-    """Train for ``epochs``, one progress line per epoch; select the weights on ``val_loader`` (never the test set).
+        checkpoint=None, keep=None, log=print, step_hook=None):
+    """Train for ``epochs`` (lr cosine-annealed), one progress line per epoch; select the weights on ``val_loader``.
 
     ``train_loader`` yields (frames [T, N, ...], labels) with labels as class indices or soft [N, K] rows
     (mixed-sample augmentation). ``keep``: "best" (default with a ``val_loader``: the epoch of the highest
@@ -110,7 +110,7 @@ def fit(model, train_loader, val_loader=None, epochs=10, lr=1e-3, optimizer=None
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got {epochs}")
     optimizer = optimizer or optim.Adam(model.parameters(), lr=lr)
-    sched = optim.CosineAnnealing(optimizer, epochs) if cosine else None
+    sched = optim.CosineAnnealing(optimizer, epochs)
     history, best, best_state, first, t0 = [], -1.0, None, None, time.perf_counter()
     for epoch in range(1, epochs + 1):
         e0 = time.perf_counter()
@@ -121,8 +121,7 @@ def fit(model, train_loader, val_loader=None, epochs=10, lr=1e-3, optimizer=None
             row.update({f"val_{k}": v for k, v in evaluate(model, val_loader, loss_fn).items()})
         row["seconds"] = time.perf_counter() - e0
         history.append(row)
-        if sched:
-            sched.step()
+        sched.step()
         if keep == "best" and row["val_accuracy"] > best:
             best, best_state = row["val_accuracy"], (epoch, model.state_dict())
         if log:
