@@ -30,6 +30,7 @@ from .. import functional as F
 from ..claims import Claim
 from ..autograd import Tensor, make, tensor
 from ..nn import Module, Parameter, is_recording
+from . import experiment_data, loaders
 
 
 def topk_mask(m, k, axis):
@@ -193,14 +194,12 @@ ARMS = ("vanilla", "sa", "tcsa", "asa1", "asa2")
 
 
 def _measure(arm, data, seed, cfg, log):
-    """Train TASNN with ``arm``'s gate (epoch kept on the validation split), measure it once on the test set."""
-    from data_tools.loader import DataLoader
+    """Train TASNN with ``arm``'s gate, measure it once on the test set."""
     from .. import analysis, models, train
     (W, H, P), T = data[0].sensor_size, cfg["T"]
     gate = None if arm == "vanilla" else asa_gate(T, arm, rng=np.random.default_rng(seed + 1))
     model = models.TASNN(len(data[0].classes), P, H, width=cfg["width"], gate=gate, rng=np.random.default_rng(seed))
-    tr, va, te = (DataLoader(d, b, T, rng=np.random.default_rng(seed), shuffle=b == cfg["batch_size"])
-                  for d, b in zip(data, (cfg["batch_size"], 128, 128)))
+    tr, va, te = loaders(data, T, cfg["batch_size"], seed)
     train.fit(model, tr, va, epochs=cfg["epochs"], lr=cfg["lr"], log=log)
     rec = analysis.record(model, te)
     e, convs = analysis.energy(model, rec), [v for v in rec.neurons.values() if v["u"].ndim == 5]
@@ -212,15 +211,13 @@ def _measure(arm, data, seed, cfg, log):
 
 
 def claim_run_table3(seed, quick, log=None, dataset="digits", arms=ARMS, **cfg):
-    """One seed of Table 3 on ``dataset`` (data fixed, dataset seed 0; 20 % of the training set validates):
-    TASNN ×0.25 without attention and with SA, TCSA, ASA-1, ASA-2, T = 8, 5 epochs of Adam 1e-3 (``cfg``
-    overrides) -> {arm: {accuracy, nasfr, qe, ptd (mean over conv channels and steps), ptd_nonneg (share with
-    PTD ≥ 0), mpd_var, mac, ac, energy_pj (per test sample), params}}. ``quick``: 96 / 64 samples, 1 epoch."""
-    from data_tools.datasets import load, validation_split
+    """One seed of Table 3 on ``dataset`` (the protocol of :mod:`minisnn.methods`): TASNN ×0.25 without attention
+    and with SA, TCSA, ASA-1, ASA-2, T = 8, 5 epochs of Adam 1e-3 (``cfg`` overrides) -> {arm: {accuracy, nasfr, qe,
+    ptd (mean over conv channels and steps), ptd_nonneg (share with PTD ≥ 0), mpd_var, mac, ac, energy_pj (per test
+    sample), params}}. ``quick``: 96 / 64 samples, 1 epoch."""
     cfg = {**(dict(T=4, width=0.125, epochs=1, batch_size=16) if quick else dict(T=8, width=0.25, epochs=5,
            batch_size=32)), "lr": 1e-3, **cfg}
-    train_ds, test_ds = load(dataset, 0, *((96, 64) if quick else (None, None)))
-    data = (*validation_split(train_ds, 0.2, seed), test_ds)
+    data = experiment_data(dataset, seed, *((96, 64) if quick else ()))
     return {arm: _measure(arm, data, seed, cfg, log) for arm in arms}
 
 

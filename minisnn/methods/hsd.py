@@ -27,6 +27,7 @@ from ..autograd import no_grad, tensor
 from ..claims import Claim
 from ..nn import (AvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module, Parameter, ReLU,
                   Sequential)
+from . import experiment_data, loaders
 
 
 # ----------------------------------------------------------------------------- QCFS and the ANN
@@ -238,17 +239,13 @@ def run_t2(dataset="digits", T1=5, T2=1, arms=("direct", "hsd"), seed=0, quick=F
     each arm keeps its best-validation epoch (20 % of the training set, drawn with ``seed``; data seed 0).
     ``dataset``: a ``data_tools.datasets.load`` name or a (train, test) pair. Returns {arm: {"accuracy", "seconds"
     (its training)}}, "ann" also with "frame_t" (on frame t alone), and "converted" (before fine-tuning)."""
-    from data_tools.datasets import load, validation_split
-    from data_tools.loader import DataLoader
     from .. import models
     if set(arms) - set(ARMS) or T1 < 1 or T2 < 1:
         raise ValueError(f"run_t2: arms must come from {ARMS} and T1, T2 >= 1, got {arms}, T1={T1}, T2={T2}")
-    train_set, test_set = dataset if isinstance(dataset, tuple) else load(dataset, 0, *((150, 75) if quick else ()))
-    train_set, val_set = validation_split(train_set, 0.2, seed)
+    data = experiment_data(dataset, seed, *((150, 75) if quick else ()))
     epochs, ft_epochs = epochs or (1 if quick else 3), ft_epochs or (1 if quick else 3)
-    (_, H, P), K, T = train_set.sensor_size, len(train_set.classes), T1 + T2
-    tr = DataLoader(train_set, batch_size, T)
-    va, te = (DataLoader(s, 128, T, shuffle=False) for s in (val_set, test_set))
+    (_, H, P), K, T = data[0].sensor_size, len(data[0].classes), T1 + T2
+    tr, va, te = loaders(data, T, batch_size, seed)
     ann = hsd_ann(K, P, H, width, L, init_lambda, rng=np.random.default_rng(seed))
     tr.rng, t0 = np.random.default_rng(seed), time.perf_counter()          # every arm: the same batch order
     train.fit(ann, FrameWindow(tr, 0, T1), FrameWindow(va, 0, T1), epochs, lr, loss_fn=ace_loss, log=log)

@@ -24,6 +24,7 @@ from .. import losses, models, neurons, train
 from ..autograd import Tensor, no_grad, tensor
 from ..claims import Claim
 from ..nn import Conv2d, Linear, Module, Parameter, Sequential
+from . import experiment_data, loaders
 
 
 def liaf(channels=None):
@@ -224,38 +225,26 @@ def paired_seconds(runs, repeats=7):
     return {k: np.array(v) for k, v in times.items()}
 
 
-def _datasets(dataset, quick, seed):
-    """(train, val, test): MotionDVS 600 / 200 clips, 34×34 (quick: 160 / 80, 16×16), 20 % of train for validation."""
-    from data_tools.datasets import load, validation_split
-    kw = dict(size=16 if quick else 34) if dataset == "motion" else {}
-    train_set, test_set = load(dataset, 0, *((160, 80) if quick else (600, 200) if kw else (None, None)), **kw)
-    return validation_split(train_set, 0.2, seed) + (test_set,)
-
-
 def run_comparison(dataset="motion", epochs=None, quick=False, log=print, T=8, width=0.25, rule=None, lr=3e-3,
-                   loss="rate", seed=0, repeats=7):
+                   seed=0, repeats=7):
     """A plain LIAF TASNN and the Razor SNN (:func:`razor_tasnn`), same data, seed, batch order and epochs, each at its
     best-validation epoch, trained with the paper's loss (§4.1 "We take rate coding as loss function": MSE of the
-    time-mean output to the one-hot label; ``loss="ce"``: cross-entropy). Arms: "plain", "razor" (nothing pruned),
+    time-mean output to the one-hot label). Arms: "plain", "razor" (nothing pruned),
     "razor_pruned" (``rule``, default keep ratio 0.75), and on that model "razor_refined" (X' = m·X̃) and
     "razor_leaky" (LIAF output on pruned frames kept, nothing skipped), each with accuracy, MACs per sample, saved MAC
     and pruned frame fractions; the first three with inference seconds on the test set (median of ``repeats``) and
     "time_vs_plain", the median of the per-round ratios to "plain" (:func:`paired_seconds`)."""
-    from data_tools.loader import DataLoader
-    if loss not in ("rate", "ce"):
-        raise ValueError(f"run_comparison: loss must be 'rate' or 'ce', got {loss!r}")
     epochs, log, rule = epochs or (1 if quick else 10), log or (lambda *_: None), rule or {"keep_ratio": 0.75}
-    tr, va, te = _datasets(dataset, quick, seed)
-    (_, H, P), K = tr.sensor_size, len(tr.classes)
-    train_loader = DataLoader(tr, 8 if quick else 32, T, split_by="time")
-    val_loader, test_loader = (DataLoader(s, 100, T, shuffle=False, split_by="time") for s in (va, te))
+    motion = dict(size=16 if quick else 34) if dataset == "motion" else {}   # MotionDVS clips at 16×16 or 34×34
+    data = experiment_data(dataset, seed, *((160, 80) if quick else (600, 200) if motion else ()), **motion)
+    train_loader, val_loader, test_loader = loaders(data, T, 8 if quick else 32, seed, 100, split_by="time")
+    (tr, va, te), (_, H, P), K = data, data[0].sensor_size, len(data[0].classes)
     plain = RazorNet(*models.TASNN(K, P, H, width, neuron=liaf, rng=np.random.default_rng(seed)))
     razor = razor_tasnn(K, P, H, T, width, rng=np.random.default_rng(seed), gate_rng=np.random.default_rng(seed + 1))
     for name, model in (("plain", plain), ("razor", razor)):
         log(f"--- {name}: TASNN ×{width} LIAF on {dataset}, {len(tr)} train / {len(va)} val / {len(te)} test, T = {T}")
         train_loader.rng = np.random.default_rng(seed)                 # the same batch order
-        train.fit(model, train_loader, val_loader, epochs, lr, loss_fn=losses.mse_rate if loss == "rate" else
-                  losses.cross_entropy, log=log)
+        train.fit(model, train_loader, val_loader, epochs, lr, loss_fn=losses.mse_rate, log=log)
     arms = {"plain": (plain, {}), "razor": (razor, {}), "razor_pruned": (razor, rule),
             "razor_refined": (razor, {**rule, "hard_input": "refined"}), "razor_leaky": (razor, rule, "leaky")}
 

@@ -25,6 +25,7 @@ from .. import models, neurons, train
 from ..autograd import Tensor, tensor
 from ..claims import Claim
 from ..nn import Linear, Module, Parameter, is_recording
+from . import experiment_data, loaders
 
 # ----------------------------------------------------------------------------- RECONSTRUCTED pieces
 
@@ -263,25 +264,21 @@ ABLATIONS = {"staa": _staa(), "pe_state": _staa(pe="state"), "pe_both": _staa(pe
 
 
 def claim_run_lowT(seed, quick, log=None, dataset="digits", Ts=(2, 4, 8), variants=VARIANTS, **cfg):
-    """One seed of LIF vs STAA-LIF at each T: ConvSNN width 8, 4 epochs of Adam 3e-3 (``cfg`` overrides), the epoch
-    kept on a validation split (20 % of the training set, by ``seed``), tested once; data fixed (dataset seed 0).
-    ``variants``: name -> (T, rng) -> neuron factory, the generator (from ``seed``) drawing STAA's initial weights
-    and TSRD. Returns {f"{name}_T{T}": {"accuracy", "spike_rate", "seconds"}}. ``quick``: 80 / 32 samples, 1 epoch,
-    width 4. Table 6 / §4.3 ablations: ``claim_run_lowT(seed, False, Ts=(4,), variants=ABLATIONS)``."""
-    from data_tools.datasets import load, validation_split
-    from data_tools.loader import DataLoader
+    """One seed of LIF vs STAA-LIF at each T (the protocol of :mod:`minisnn.methods`): ConvSNN width 8, 4 epochs of
+    Adam 3e-3 (``cfg`` overrides). ``variants``: name -> (T, rng) -> neuron factory, the generator (from ``seed``)
+    drawing STAA's initial weights and TSRD. Returns {f"{name}_T{T}": {"accuracy", "spike_rate", "seconds"}}.
+    ``quick``: 80 / 32 samples, 1 epoch, width 4. Table 6 / §4.3 ablations: ``Ts=(4,), variants=ABLATIONS``."""
     cfg = {**(dict(epochs=1, width=4) if quick else dict(epochs=4, width=8)), "lr": 3e-3, "batch_size": 32, **cfg}
-    train_ds, test_ds = load(dataset, 0, *((80, 32) if quick else (None, None)))
-    train_ds, val_ds = validation_split(train_ds, 0.2, seed)
-    (W, H, P), out = train_ds.sensor_size, {}
+    data = experiment_data(dataset, seed, *((80, 32) if quick else ()))
+    (W, H, P), out = data[0].sensor_size, {}
     for T in Ts:
         for name, build in variants.items():
             t0 = time.perf_counter()
-            model = models.ConvSNN(len(train_ds.classes), P, H, cfg["width"], build(T, np.random.default_rng(seed)),
+            model = models.ConvSNN(len(data[0].classes), P, H, cfg["width"], build(T, np.random.default_rng(seed)),
                                    rng=np.random.default_rng(seed))
-            tr = DataLoader(train_ds, cfg["batch_size"], T, rng=np.random.default_rng(seed))
-            train.fit(model, tr, DataLoader(val_ds, 128, T, shuffle=False), epochs=cfg["epochs"], lr=cfg["lr"], log=log)
-            res = train.evaluate(model, DataLoader(test_ds, 128, T, shuffle=False))
+            tr, va, te = loaders(data, T, cfg["batch_size"], seed)
+            train.fit(model, tr, va, epochs=cfg["epochs"], lr=cfg["lr"], log=log)
+            res = train.evaluate(model, te)
             out[f"{name}_T{T}"] = {"accuracy": res["accuracy"], "spike_rate": res["spike_rate"],
                                    "seconds": time.perf_counter() - t0}
     return out
