@@ -7,6 +7,12 @@ the epoch of its best validation accuracy (``train.fit``) and is tested once on 
 import numpy as np
 
 
+def topk_mask(m, k, axis):
+    """1 on the k largest entries of array ``m`` along ``axis`` (ties: the lower index wins), else 0."""
+    rank = np.argsort(np.argsort(-m, axis=axis, kind="stable"), axis=axis, kind="stable")
+    return (rank < k).astype(m.dtype)
+
+
 def experiment_data(dataset, seed, n_train=None, n_test=None, **kwargs):
     """(train, val, test) for one seed: ``data_tools.datasets.load(dataset, 0, n_train, n_test, **kwargs)``, or a
     given (train, test) pair, with 20 % of the training set held out for validation (drawn with ``seed``)."""

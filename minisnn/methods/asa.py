@@ -30,13 +30,7 @@ from .. import functional as F
 from ..claims import Claim
 from ..autograd import Tensor, make, tensor
 from ..nn import Module, Parameter, is_recording
-from . import experiment_data, loaders
-
-
-def topk_mask(m, k, axis):
-    """1 on the k largest entries of array ``m`` along ``axis`` (ties: the lower index wins), else 0."""
-    rank = np.argsort(np.argsort(-m, axis=axis, kind="stable"), axis=axis, kind="stable")
-    return (rank < k).astype(m.dtype)
+from . import experiment_data, loaders, topk_mask
 
 
 def _soft_topk(m, k, axis):

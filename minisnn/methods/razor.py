@@ -24,7 +24,7 @@ from .. import losses, models, neurons, train
 from ..autograd import Tensor, no_grad, tensor
 from ..claims import Claim
 from ..nn import Conv2d, Linear, Module, Parameter, Sequential
-from . import experiment_data, loaders
+from . import experiment_data, loaders, topk_mask
 
 
 def liaf(channels=None):
@@ -43,9 +43,7 @@ def embedding_weights(x, fc):
 
 
 def eoi_mask(x, embeddings, w):
-    """Eq. 6-7, RECONSTRUCTED: Ê_k = w_k·E_k, F[t] = mean_HW X[t] ∈ R^C, M[t] = σ(mean_k ⟨F[t], Ê_k⟩ / √C).
-
-    Returns M of shape [T, N]: one value in (0, 1) per frame and sample."""
+    """Eq. 6-7, RECONSTRUCTED: Ê_k = w_k·E_k, F[t] = mean_HW X[t] ∈ R^C, M[t] = σ(mean_k ⟨F[t], Ê_k⟩ / √C) -> [T, N]."""
     e_hat = F.reshape(w, w.shape + (1,)) * embeddings                   # [N, K, C]
     feat = F.mean(x, axis=tuple(range(3, x.ndim))) if x.ndim > 3 else x   # [T, N, C]
     sim = F.sum(feat * F.mean(e_hat, axis=1), axis=-1)                 # mean_k ⟨F, Ê_k⟩ = ⟨F, mean_k Ê_k⟩
@@ -71,11 +69,7 @@ def keep_ratio_mask(scores, keep_ratio):
     """RECONSTRUCTED ("razor ratio" is ambiguous): per sample keep the ⌊ρ·T + ½⌋ highest-scoring frames
     (ties: the earlier frame wins) and prune the rest."""
     scores = np.asarray(scores)
-    k = int(np.floor(keep_ratio * scores.shape[0] + 0.5))
-    order = np.argsort(-scores, axis=0, kind="stable")
-    m = np.zeros_like(scores)
-    np.put_along_axis(m, order[:k], 1.0, axis=0)
-    return m
+    return topk_mask(scores, int(np.floor(keep_ratio * scores.shape[0] + 0.5)), axis=0)
 
 
 def prune(x, x_tilde, m, hard_input="raw"):
@@ -84,12 +78,9 @@ def prune(x, x_tilde, m, hard_input="raw"):
 
 
 class RazorGate(Module):
-    """The event pruning mechanism of §3.2 on [T, N, C, ...], with K learnable embeddings (K = 4 best, Tab. 4).
-
-    Training: X' = X̃ (soft). Eval with ``threshold`` θ (eq. 10) or ``keep_ratio`` ρ: X' = m·X (``hard_input="raw"``)
-    or m·X̃ ("refined"); neither set: the soft path. After any pass: ``mask`` (M) and ``scores`` (s), [T, N];
-    after an eval pass also ``frame_mask`` (m) and ``pruned_fraction`` = mean(1 − m).
-    """
+    """The event pruning mechanism of §3.2 on [T, N, C, ...] with K learnable embeddings (K = 4 best, Tab. 4); an eval
+    pass prunes by the rule of :meth:`set_pruning` (none: the soft path). After any pass: ``mask`` (M) and ``scores``
+    (s), [T, N]; after an eval pass also ``frame_mask`` (m) and ``pruned_fraction`` = mean(1 − m)."""
     relevance_rule = "identity"   # a multiplicative gate: relevance passes to the gated signal
 
     def __init__(self, channels, T, n_embeddings=4, threshold=None, keep_ratio=None, rng=None, hard_input="raw"):
@@ -105,13 +96,13 @@ class RazorGate(Module):
         self.mask = self.scores = self.frame_mask = self.pruned_fraction = None
 
     def set_pruning(self, threshold=None, keep_ratio=None, hard_input="raw"):
-        """The inference rule: a score threshold θ, a keep ratio ρ ∈ [0, 1] or neither (no pruning); eq. 11's input."""
-        if threshold is not None and (keep_ratio is not None or not np.isfinite(threshold)) or not (
-                keep_ratio is None or 0.0 <= keep_ratio <= 1.0):
-            raise ValueError(f"RazorGate: give a finite threshold or a keep_ratio in [0, 1], not both; got threshold="
-                             f"{threshold}, keep_ratio={keep_ratio}")
-        if hard_input not in ("refined", "raw"):
-            raise ValueError(f"RazorGate: hard_input must be 'raw' or 'refined', got {hard_input!r}")
+        """The inference rule: a score threshold θ (eq. 10), a keep ratio ρ ∈ [0, 1] or neither (no pruning), and
+        eq. 11's input, X' = m·X ("raw") or m·X̃ ("refined")."""
+        bad_threshold = threshold is not None and (keep_ratio is not None or not np.isfinite(threshold))
+        bad_ratio = keep_ratio is not None and not 0.0 <= keep_ratio <= 1.0
+        if bad_threshold or bad_ratio or hard_input not in ("raw", "refined"):
+            raise ValueError(f"RazorGate: give a finite threshold or a keep_ratio in [0, 1], not both, and hard_input "
+                             f"'raw' or 'refined'; got {threshold}, {keep_ratio}, {hard_input!r}")
         self.threshold, self.keep_ratio, self.hard_input = threshold, keep_ratio, hard_input
 
     def forward(self, x):
@@ -143,10 +134,9 @@ def on_kept_frames(layer, x, keep):
 
 
 class RazorNet(Sequential):
-    """A Sequential with RazorGates whose eval pass skips the pruned frames' work: after a gate, the next synaptic
-    layer (Conv2d / Linear) runs :func:`on_kept_frames`, which drops the gated neuron's output on pruned frames.
-    ``mode="leaky"``: eq. 11 on the input only, LIAF's output on pruned frames passes on and nothing is skipped.
-    After an eval pass ``macs`` lists (gate or None, frames computed, frames, MACs per frame) per synaptic layer."""
+    """A Sequential with RazorGates whose eval pass skips the pruned frames' work (after a gate, the next synaptic layer
+    runs :func:`on_kept_frames`); ``mode="leaky"``: eq. 11 on the input only, nothing skipped. After an eval pass
+    ``macs`` lists (gate or None, frames computed, frames, MACs per frame) per synaptic layer."""
     mode = "skip"
 
     def forward(self, x):
@@ -227,18 +217,18 @@ def paired_seconds(runs, repeats=7):
 
 def run_comparison(dataset="motion", epochs=None, quick=False, log=print, T=8, width=0.25, rule=None, lr=3e-3,
                    seed=0, repeats=7):
-    """A plain LIAF TASNN and the Razor SNN (:func:`razor_tasnn`), same data, seed, batch order and epochs, each at its
-    best-validation epoch, trained with the paper's loss (§4.1 "We take rate coding as loss function": MSE of the
-    time-mean output to the one-hot label). Arms: "plain", "razor" (nothing pruned),
-    "razor_pruned" (``rule``, default keep ratio 0.75), and on that model "razor_refined" (X' = m·X̃) and
-    "razor_leaky" (LIAF output on pruned frames kept, nothing skipped), each with accuracy, MACs per sample, saved MAC
-    and pruned frame fractions; the first three with inference seconds on the test set (median of ``repeats``) and
-    "time_vs_plain", the median of the per-round ratios to "plain" (:func:`paired_seconds`)."""
+    """A plain LIAF TASNN and the Razor SNN (:func:`razor_tasnn`) on the same data, seed, batch order and epochs (the
+    protocol of :mod:`minisnn.methods`), trained with the paper's loss (§4.1 "We take rate coding as loss function":
+    MSE of the time-mean output to the one-hot label). Arms: "plain", "razor" (nothing pruned), "razor_pruned"
+    (``rule``, default keep ratio 0.75), and on that model "razor_refined" (X' = m·X̃) and "razor_leaky" (LIAF output
+    on pruned frames kept, nothing skipped), each with accuracy, MACs per sample, saved MAC and pruned frame fractions;
+    the first three with inference seconds on the test set (median of ``repeats``) and "time_vs_plain", the median of
+    the per-round ratios to "plain" (:func:`paired_seconds`)."""
     epochs, log, rule = epochs or (1 if quick else 10), log or (lambda *_: None), rule or {"keep_ratio": 0.75}
     motion = dict(size=16 if quick else 34) if dataset == "motion" else {}   # MotionDVS clips at 16×16 or 34×34
-    data = experiment_data(dataset, seed, *((160, 80) if quick else (600, 200) if motion else ()), **motion)
-    train_loader, val_loader, test_loader = loaders(data, T, 8 if quick else 32, seed, 100, split_by="time")
-    (tr, va, te), (_, H, P), K = data, data[0].sensor_size, len(data[0].classes)
+    tr, va, te = experiment_data(dataset, seed, *((160, 80) if quick else (600, 200) if motion else ()), **motion)
+    train_loader, val_loader, test_loader = loaders((tr, va, te), T, 8 if quick else 32, seed, 100, split_by="time")
+    (_, H, P), K = tr.sensor_size, len(tr.classes)
     plain = RazorNet(*models.TASNN(K, P, H, width, neuron=liaf, rng=np.random.default_rng(seed)))
     razor = razor_tasnn(K, P, H, T, width, rng=np.random.default_rng(seed), gate_rng=np.random.default_rng(seed + 1))
     for name, model in (("plain", plain), ("razor", razor)):
