@@ -92,9 +92,6 @@ class ThetaIF(Module):
     def forward(self, x):
         return self.neuron(x) * self.theta
 
-    def extra_repr(self):
-        return f"theta={self.theta:.4g}"
-
 
 def _fold_bn(conv, bn):
     """Conv followed by eval-mode BN as one conv: w' = w·γ/σ, b' = (b − μ)·γ/σ + β (RECONSTRUCTED)."""

@@ -10,10 +10,9 @@ A :class:`RazorGate` sits right before a spiking layer, on its input X ∈ [T, N
     training:  X' = X̃     inference:  m[t] = Θ(s[t] − θ),  X'[t] = m[t]·X[t]          (eq. 10-11)
 
 Eq. 11 as the prose reads ("set the attention score of the other frames to 1"): kept frames unscaled; the spec's
-other reading, X' = m·X̃ (with nothing pruned, inference = the soft training path), is ``hard_input="refined"``.
-A pruned frame leaves the layer it gates — its neuron gets no input and its output there is dropped (LIAF would
-still emit ReLU(0.3·h)) — so the next synaptic layer computes the kept frames only (:class:`RazorNet`). The paper's
-equations 1-11 are lost from our text; pieces marked RECONSTRUCTED are our reading of the prose (specs/razor.md).
+other reading, X' = m·X̃, is ``hard_input="refined"``. A pruned frame leaves the layer it gates (its output there is
+dropped: LIAF would still emit ReLU(0.3·h)), so the next synaptic layer computes the kept frames only (RazorNet).
+The paper's equations 1-11 are lost from our text; RECONSTRUCTED marks our reading of the prose (specs/razor.md).
 """
 import time
 
@@ -32,11 +31,6 @@ def liaf(channels=None):
     return neurons.LIAF(decay=0.3, gain=1.0, v_threshold=0.3, surrogate=neurons.Rectangle(0.5))
 
 
-def _per_frame(a, x):
-    """A [T, N] array as a Tensor broadcasting over x's [T, N, ...]."""
-    return F.reshape(a, a.shape + (1,) * (x.ndim - 2))
-
-
 def embedding_weights(x, fc):
     """Eq. 6, RECONSTRUCTED: w = softmax_K(FC(mean_{t,H,W} X)) -> [N, K] ("a convolution-based module": 1×1 = FC)."""
     return F.softmax(fc(F.mean(x, axis=(0,) + tuple(range(3, x.ndim)))), axis=-1)
@@ -51,8 +45,8 @@ def eoi_mask(x, embeddings, w):
 
 
 def reconstruct(x, mask):
-    """Eq. 8: X̃[t] = M[t]·X[t] (the mask scales whole frames)."""
-    return x * _per_frame(mask, x)
+    """Eq. 8: X̃[t] = M[t]·X[t] (a [T, N] mask scales whole frames)."""
+    return x * F.reshape(mask, mask.shape + (1,) * (x.ndim - 2))
 
 
 def frame_scores(x_tilde):
@@ -74,7 +68,7 @@ def keep_ratio_mask(scores, keep_ratio):
 
 def prune(x, x_tilde, m, hard_input="raw"):
     """Eq. 11: X'[t] = m[t]·X[t] ("raw", the prose; default) or m[t]·X̃[t] ("refined", RECONSTRUCTED option)."""
-    return (x if hard_input == "raw" else x_tilde) * _per_frame(m, x)
+    return reconstruct(x if hard_input == "raw" else x_tilde, m)
 
 
 class RazorGate(Module):
