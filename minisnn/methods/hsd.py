@@ -70,7 +70,7 @@ def ace_loss(ann_logits, labels, mode="per_frame"):
     ``mode="mean"``: the public code's variant, CE of the frame-mean logits."""
     z = tensor(ann_logits)
     if z.ndim != 3 or mode not in ("per_frame", "mean"):
-        raise ValueError(f"ace_loss: ann_logits must be [T1, N, K], mode 'per_frame' or 'mean'; got {z.shape}, {mode!r}")
+        raise ValueError(f"ace_loss: ann_logits must be [T1, N, K], mode per_frame|mean, got {z.shape}, {mode!r}")
     return losses.tet_loss(z, labels) if mode == "per_frame" else losses.cross_entropy(z, labels)
 
 

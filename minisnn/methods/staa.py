@@ -8,13 +8,12 @@ leaked state. STAA replaces that addition by an attention aggregator (eq. 6–14
     V[t] = U[t] ⊙ σ(Conv2(ReLU(Conv1(α·AvgPool(U[t])))))    step attention, eq. 12, 14
     S[t] = Θ(V[t] − v_th);   H[t] = V_reset·S[t] + V[t]·(1 − S[t])        eq. 2–3 (hard reset)
 
-with the rectangular surrogate ∂S/∂V = 1[|V − v_th| < a/2]/a, a = 1 (eq. 5). During training, Time-Step
-Random Dropout (TSRD, §3.2) replaces the aggregator at a step by the plain V[t] = H[t−1] + I[t].
-Eq. 7–12 are in the paper's text and followed as written (GC's key branch: W_k = X · σ(Conv_k(X)), eq. 7). What it
-leaves open is RECONSTRUCTED, each piece in one small function below: where eq. 13's ⊕ puts eq. 6's M, N, their
-shape and start, SA's initial gate, TSRD's draw, the fixed encoding and the placements of §4.3 (Fig. 2 is lost);
-Table 6 / §4.3's ablations are arguments (``sa_pool``, ``alpha``, ``pe``, ``pe_learn``). With Pos = 0, zero GC
-output and SA gates of 1, STAALIF *is* the adaptive LIF, with M = 1 − 1/τ, N = 1/τ ``neurons.LIF(tau)`` (tests).
+with the rectangular surrogate ∂S/∂V = 1[|V − v_th| < a/2]/a, a = 1 (eq. 5). During training, Time-Step Random
+Dropout (TSRD, §3.2) replaces the aggregator at a step by the plain V[t] = H[t−1] + I[t]. Eq. 7–12 are followed as
+written; what the paper leaves open is RECONSTRUCTED, each piece in one small function below: where eq. 13's ⊕ puts
+eq. 6's M, N, their shape and start, SA's initial gate, TSRD's draw, the fixed encoding and the placements of §4.3
+(Fig. 2 is lost); Table 6 / §4.3's ablations are arguments (``sa_pool``, ``alpha``, ``pe``, ``pe_learn``). With
+Pos = 0, zero GC output and SA gates of 1, STAALIF *is* the adaptive LIF, M = 1 − 1/τ, N = 1/τ (tests).
 """
 import time
 
@@ -86,9 +85,8 @@ class GCBlock(Module):
     W_k = X · σ(Conv_k(X)) (eq. 7, :func:`gc_context`);  W_q = Conv_q(W_k) (C → C/r, eq. 8);
     W_v = Conv_v(ReLU(LN(W_q))) (C/r → C, eq. 9);  Z = X ⊕ W_v (broadcast over H, W)   (eq. 10).
     The 1×1 convs act on [C, 1, 1] vectors (the key conv per position): ``Linear`` layers, 2·C·C/r weights plus key
-    conv, LN and biases (§4.3). The value layer starts at zero, as in GCNet: Z = X at init. With C/r = 1 the LN
-    output is its bias (the block adds a constant), with C/r = 2 it is ±1.
-    """
+    conv, LN and biases (§4.3). The value layer starts at zero, as in GCNet (Z = X at init); with C/r = 1 the LN
+    output is its bias, with C/r = 2 it is ±1."""
 
     def __init__(self, channels, reduction=4, pooling="sigmoid", rng=None):
         super().__init__()
@@ -115,8 +113,7 @@ class GCBlock(Module):
     def forward(self, x):
         x = tensor(x)
         if x.ndim not in (4, 5) or x.shape[-3] != self.channels:
-            raise ValueError(f"GCBlock: x must be [N, {self.channels}, H, W] or [T, N, {self.channels}, H, W], "
-                             f"got {x.shape}")
+            raise ValueError(f"GCBlock: x must be [(T,) N, C={self.channels}, H, W], got {x.shape}")
         if x.ndim == 5:
             return F.reshape(self.forward(F.reshape(x, (-1,) + x.shape[2:])), x.shape)
         return x + self.context(x)
@@ -131,10 +128,9 @@ class StepAttention(Module):
         if int(channels) < 1 or int(reduction) < 1 or pool not in ("avg", "max", "avg+max"):
             raise ValueError(f"need channels, reduction >= 1 and pool in avg | max | avg+max, got {channels}, "
                              f"{reduction}, {pool!r}")
-        rng = rng or np.random.default_rng(0)
+        rng, hidden = rng or np.random.default_rng(0), max(1, int(channels) // int(reduction))
         self.channels, self.alpha, self.pool = int(channels), float(alpha), pool
-        self.conv1 = Linear(self.channels, max(1, self.channels // int(reduction)), rng=rng)
-        self.conv2 = Linear(max(1, self.channels // int(reduction)), self.channels, rng=rng)
+        self.conv1, self.conv2 = Linear(self.channels, hidden, rng=rng), Linear(hidden, self.channels, rng=rng)
         init_gate_bias(self.conv2, gate_bias)
 
     def gate(self, u):
@@ -192,7 +188,7 @@ class STAALIF(neurons.BaseNeuron):
         if x.ndim == 3:                                                         # an FC layer: [T, N, F, 1, 1]
             x = F.reshape(x, shape + (1, 1))
         if x.ndim != 5 or x.shape[0] != self.T or x.shape[2] != self.channels:
-            raise ValueError(f"STAALIF: x must be [T={self.T}, N, C={self.channels}, H, W] (or [T, N, C]), got {x.shape}")
+            raise ValueError(f"STAALIF: x must be [T={self.T}, N, C={self.channels}, (H, W)], got {x.shape}")
         pos = {port: F.reshape(getattr(self, name), (self.T, 1, self.channels, 1, 1))
                for port, name in self.PORTS[self.pe].items()}                                 # eq. 11, [T, 1, C, 1, 1]
         xin = x + pos["input"] if "input" in pos else x
