@@ -1,9 +1,8 @@
 """Redundancy analysis of SNNs: firing rates, spike features, membrane potential distributions, energy.
 
-Yao et al., "Inherent Redundancy in Spiking Neural Networks", ICCV 2023 (§3.2 Definitions 1–5, §5.5
-Definition 6 and Table 4, §5.4 eq. 11); spec specs/asa.md §4. Works on any library model: :func:`record`
-runs an eval pass and keeps spikes, membranes and operation counts (:class:`Recording`); everything else is
-a small function of those arrays.
+Yao et al., "Inherent Redundancy in Spiking Neural Networks", ICCV 2023 (§3.2 Definitions 1–5, §5.5 Definition 6 and
+Table 4, §5.4 eq. 11); spec specs/asa.md §4. :func:`record` runs an eval pass of any library model and keeps its
+spikes, membranes and operation counts; everything else is a small function of those arrays.
 
     N-SFR[t, i] = (1/N) Σ_n s[t, n, i]        C-SFR[t, c] = mean of N-SFR over channel c's neurons
     T-SFR[t]    = Σ_l Σ_i N-SFR_l[t, i] / Σ_l n_l          NASFR = (1/T) Σ_t T-SFR[t] = Σ_l rate_l·n_l / Σ_l n_l
@@ -204,14 +203,11 @@ def quantization_error(u, s=None):
 
 
 def energy(model, data, e_mac=E_MAC, e_ac=E_AC, max_batches=None):
-    """Inference energy per sample, E = E_MAC·#MAC + E_AC·#AC (pJ), counted from layer shapes.
-
-    The first conv/linear layer (the encoder, fed real-valued frames) costs its dense MACs over T steps;
-    every later one costs #AC = dense MACs × T × the fraction of its inputs that are non-zero (spikes:
-    the firing rate); modules with a ``macs(x_shape)`` method (attention) add those MACs. BatchNorm is
-    folded into the preceding conv at inference; pooling, masking and neuron updates are not counted.
-    ``data`` may be a :class:`Recording` of ``model``. Returns {"mac", "ac", "energy_pj", "layers"}.
-    """
+    """Inference energy per sample, E = E_MAC·#MAC + E_AC·#AC (pJ), counted from layer shapes (``data``: as for
+    :func:`record`, or a Recording of ``model``) -> {"mac", "ac", "energy_pj", "layers"}. The first conv/linear layer
+    (the encoder, fed real-valued frames) costs its dense MACs over T steps; every later one #AC = dense MACs × T × the
+    fraction of its inputs that are non-zero (spikes: the firing rate); modules with a ``macs(x_shape)`` method
+    (attention) add those MACs. BatchNorm folds into the conv before it; pooling, masking, neuron updates cost none."""
     rec = data if isinstance(data, Recording) else record(model, data, max_batches, keep=False)
     layers = {}
     for name, op in rec.ops.items():

@@ -34,10 +34,8 @@ def cross_entropy(logits, labels):
 
 
 def tet_loss(logits, labels, lamb=0.0, phi=1.0):
-    """TET (Deng et al. 2022): L = (1 − λ)·(1/T) Σ_t CE(z[t], y) + λ·(1/T) Σ_t MSE(z[t], φ).
-
-    The per-step CE is what EventRPG trains with; λ = 0 by default (EventRPG's setting).
-    """
+    """TET (Deng et al. 2022): L = (1 − λ)·(1/T) Σ_t CE(z[t], y) + λ·(1/T) Σ_t MSE(z[t], φ); λ = 0 by default, the
+    per-step CE that EventRPG trains with."""
     z = tensor(logits)
     if z.ndim != 3:
         raise ValueError(f"tet_loss: logits must be [T, N, K], got {z.shape}")
