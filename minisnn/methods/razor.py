@@ -22,7 +22,7 @@ from .. import functional as F
 from .. import losses, models, neurons, train
 from ..autograd import Tensor, no_grad, tensor
 from ..claims import Claim
-from ..nn import Conv2d, Linear, Module, Parameter, Sequential
+from ..nn import Conv2d, Linear, Module, Parameter, Sequential, _count
 from . import experiment_data, loaders, topk_mask
 
 
@@ -79,11 +79,8 @@ class RazorGate(Module):
 
     def __init__(self, channels, T, n_embeddings=4, threshold=None, keep_ratio=None, rng=None, hard_input="raw"):
         super().__init__()
-        for name, v in (("channels", channels), ("T", T), ("n_embeddings", n_embeddings)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"RazorGate: {name} must be a positive int, got {v!r}")
-        rng = rng or np.random.default_rng(0)
-        self.channels, self.T = int(channels), int(T)
+        self.channels, self.T = _count(channels, "channels", "RazorGate"), _count(T, "T", "RazorGate")
+        n_embeddings, rng = _count(n_embeddings, "n_embeddings", "RazorGate"), rng or np.random.default_rng(0)
         self.set_pruning(threshold, keep_ratio, hard_input)
         self.embeddings = Parameter(rng.normal(0.0, 1.0, (n_embeddings, channels)).astype(np.float32))
         self.weighting = Linear(channels, n_embeddings, rng=rng)

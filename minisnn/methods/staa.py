@@ -23,7 +23,7 @@ from .. import functional as F
 from .. import models, neurons, train
 from ..autograd import Tensor, tensor
 from ..claims import Claim
-from ..nn import Linear, Module, Parameter, is_recording
+from ..nn import Linear, Module, Parameter, _fold, is_recording
 from . import experiment_data, loaders
 
 # ----------------------------------------------------------------------------- RECONSTRUCTED pieces
@@ -114,9 +114,7 @@ class GCBlock(Module):
         x = tensor(x)
         if x.ndim not in (4, 5) or x.shape[-3] != self.channels:
             raise ValueError(f"GCBlock: x must be [(T,) N, C={self.channels}, H, W], got {x.shape}")
-        if x.ndim == 5:
-            return F.reshape(self.forward(F.reshape(x, (-1,) + x.shape[2:])), x.shape)
-        return x + self.context(x)
+        return _fold(lambda z: z + self.context(z), x)                      # Z = X ⊕ W_v, eq. 10
 
 
 class StepAttention(Module):
