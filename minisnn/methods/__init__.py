@@ -14,8 +14,8 @@ def topk_mask(m, k, axis):
 
 
 def experiment_data(dataset, seed, n_train=None, n_test=None, **kwargs):
-    """(train, val, test) for one seed: ``data_tools.datasets.load(dataset, 0, n_train, n_test, **kwargs)``, or a
-    given (train, test) pair, with 20 % of the training set held out for validation (drawn with ``seed``)."""
+    """(train, val, test): ``data_tools.datasets.load(dataset, 0, n_train, n_test, **kwargs)`` or a (train, test) pair,
+    20 % of the training set held out for validation (drawn with ``seed``)."""
     from data_tools.datasets import load, validation_split
     train_set, test_set = dataset if isinstance(dataset, tuple) else load(dataset, 0, n_train, n_test, **kwargs)
     return (*validation_split(train_set, 0.2, seed), test_set)

@@ -189,9 +189,9 @@ class Student(Module):
 
 
 def finetune(student, train_loader, val_loader, epochs=1, lr=1e-4, distil="skd", tau=10.0, lam=1.0, log=print):
-    """Train a :class:`Student` with Adam (Alg. 1, second half): L_all = CE(mean_t z_t, y) + λ·L (eq. 13), L = L_SKD
-    (eq. 11, ``distil="skd"``), vanilla L_KD (eq. 9, ``"kd"``) or none (``None``: CE only, "HT only" of Tab. 2).
-    Keeps the epoch of the best validation accuracy (``train.fit``) and returns fit's history."""
+    """Train a :class:`Student` (Alg. 1, second half) by ``train.fit`` with Adam -> its history. L_all = CE(mean_t z_t,
+    y) + λ·L (eq. 13), L = L_SKD (eq. 11, ``distil="skd"``), vanilla L_KD (eq. 9, ``"kd"``) or none (``None``: CE only,
+    "HT only" of Tab. 2)."""
     if distil not in ("skd", "kd", None) or (distil and student.teacher is None):
         raise ValueError(f"finetune: distil must be 'skd' or 'kd' (with a Student's teacher) or None, got {distil!r}")
     fn = skd_loss if distil == "skd" else kd_loss

@@ -177,9 +177,6 @@ class STAALIF(neurons.BaseNeuron):
             setattr(self, name, Parameter(pos)) if pe_learn else self.register_buffer(name, pos)
         self.last_dropped = np.zeros(self.T, bool)
 
-    def coefficients(self):
-        return self.M, self.N
-
     def forward(self, x):
         x = tensor(x)
         shape = x.shape
