@@ -9,16 +9,15 @@ Placement: Conv → BN → AvgPool → **ASA** → LIF, so the membrane becomes 
     f_S(Z) = σ(conv3×3([avg_{T,C}(Z) ; max_{T,C}(Z)]))               (eq. 10, one map [N, 1, H, W] per group)
     X̄  = f_S1(X⊙M1)⊙(X⊙M1) + f_S2(X⊙M2)⊙(X⊙M2)                     (eq. 6)
 
-top_C marks the ⌊C/2⌋ largest channels of M per (t, sample), top_T the ⌊T/2⌋ largest steps per (c, sample).
-Eq. 9 and 10 as written: W1 ∈ R^{T/r×T}, W2 ∈ R^{T×T/r}, r = 2 (Table 3's +10,914 parameters at T = 60), and
-avg_{T,C} the mean over all T·C entries of the masked tensor, zeros included (Fig. 4: "pooled along the
-temporal-channel axis"). σ is monotone: it never changes the masks, only the straight-through gradient.
-Gradients (our choice; the paper is silent, its code never trains a, b, W): top-k is piecewise constant, so the
-exact gradient reaching a, b, W1, W2 is zero. ``ste=True`` (default): the forward uses the hard M1, the backward a
-straight-through estimator through a soft XOR,  ∂M1/∂M := ∂/∂M [s_C + s_T − 2·s_C·s_T],  s = σ((M − θ)/τ),
-θ halfway between the k-th and (k+1)-th largest entry along the axis, τ its standard deviation (both constants).
-``ste=False``: constant masks (the reference code's behaviour). RECONSTRUCTED: masks per sample (the reference
-code takes the top-k union over the batch), the STE.
+top_C marks the ⌊C/2⌋ largest channels of M per (t, sample), top_T the ⌊T/2⌋ largest steps per (c, sample)
+(RECONSTRUCTED: per sample; the reference code takes the top-k union over the batch). Eq. 9 and 10 as written:
+W1 ∈ R^{T/r×T}, W2 ∈ R^{T×T/r}, r = 2 (Table 3's +10,914 parameters at T = 60), and avg_{T,C} the mean over all
+T·C entries of the masked tensor, zeros included (Fig. 4: "pooled along the temporal-channel axis").
+Gradients (RECONSTRUCTED; the paper is silent, its code never trains a, b, W): top-k is piecewise constant, so the
+exact gradient to a, b, W1, W2 is zero (σ is monotone: it never changes the masks). ``ste=True`` (default) keeps the
+hard M1 forward and back-propagates a soft XOR,  ∂M1/∂M := ∂/∂M [s_C + s_T − 2·s_C·s_T],  s = σ((M − θ)/τ), θ
+halfway between the k-th and (k+1)-th largest entry along the axis, τ its standard deviation (both constants).
+``ste=False``: constant masks (the reference code's behaviour).
 """
 # Measured against the reference code's choices (DigitsDVS, TASNN ×0.25, T = 8, 3 seeds, paired with ASA-1):
 # eq. 9 as one T×T matrix without ReLU (its r = 1: the same parameter count): accuracy −1.7 ± 2.1 points;
