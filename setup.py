@@ -38,7 +38,7 @@ class OptionalBuildExt(build_ext):
 extras = {
     "test": ["pytest>=7", "hypothesis>=6"],
     "tutorials": ["matplotlib>=3.5", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6"],
-    "data": ["scikit-learn>=1.0"],
+    "data": ["scikit-learn>=1.0", "lz4>=3"],   # lz4: real AEDAT 4 recordings from DV are LZ4-compressed
 }
 extras["all"] = sorted({d for v in extras.values() for d in v})
 

@@ -120,11 +120,25 @@ def stratified_split(labels, test_fraction, seed):
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
+def validation_split(dataset, fraction=0.2, seed=0):
+    """(train, val) Subsets of a training set: a seeded, stratified ``fraction`` held out for model selection."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation_split: fraction must lie in (0, 1), got {fraction}")
+    train, val = stratified_split(np.asarray(dataset.labels), fraction, seed)
+    if len(val) == 0 or len(train) == 0:
+        raise ValueError(f"validation_split: {len(dataset)} samples are too few for fraction {fraction}")
+    return Subset(dataset, train), Subset(dataset, val)
+
+
 def digits_images():
     """scikit-learn's 1,797 8x8 digits (0..16) -> 28x28 in [0, 1] laid out like MNIST: bicubic
     upsampling to 20x20 (clipped to [0, 1]) centred with a 4 px margin.  Returns (images, labels)."""
     from scipy.ndimage import zoom
-    from sklearn.datasets import load_digits                     # imported here only: keeps import cheap
+    try:
+        from sklearn.datasets import load_digits                 # imported here only: keeps import cheap
+    except ImportError:
+        raise ModuleNotFoundError('DigitsDVS needs scikit-learn, which ships the digits: pip install -e ".[data]"',
+                                  name="sklearn") from None
     d = load_digits()
     up = np.clip(zoom(d.images / 16.0, (1, 2.5, 2.5), order=3), 0.0, 1.0)
     return np.pad(up, ((0, 0), (4, 4), (4, 4))), d.target.astype(np.int64)

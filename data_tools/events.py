@@ -37,8 +37,8 @@ def check_sensor_size(sensor_size):
         w, h, p = (int(v) for v in sensor_size)
     except (TypeError, ValueError):
         raise TypeError(f"sensor_size must be a (W, H, P) triple of ints, got {sensor_size!r}") from None
-    if w <= 0 or h <= 0 or p not in (1, 2):
-        raise ValueError(f"sensor_size must have W, H > 0 and P in (1, 2), got {sensor_size!r}")
+    if not (0 < w <= 65536 and 0 < h <= 65536) or p not in (1, 2):   # x, y are uint16
+        raise ValueError(f"sensor_size must have 0 < W, H <= 65536 and P in (1, 2), got {sensor_size!r}")
     return w, h, p
 
 

@@ -368,6 +368,8 @@ def read_dat(src, sensor_size=None):
         wh = [re.search(rb"^%\s*" + k + rb"\s+(\d{1,9})\s*$", buf[:pos], re.M) for k in (b"Width", b"Height")]
         if all(wh):
             sensor_size = (int(wh[0].group(1)), int(wh[1].group(1)), 2)
+            if max(sensor_size[:2]) > 1 << 14:   # x and y are 14-bit fields
+                raise _err(name, 0, f"implausible sensor size {sensor_size[:2]} in the header (at most 16384 per side)")
         else:
             fits = len(t) == 0 or (x.max() < NCARS_SIZE[0] and y.max() < NCARS_SIZE[1])
             sensor_size = NCARS_SIZE if fits else GEN1_SIZE

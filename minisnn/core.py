@@ -14,20 +14,35 @@ import numpy as np
 
 SURROGATES = {"sigmoid": 0, "atan": 1, "rectangle": 2, "triangle": 3}
 
+def _env(name, default, allowed=None):
+    """An environment setting: an int >= 1 (``allowed=None``) or one of ``allowed``; anything else is a ValueError."""
+    value = os.environ.get(name, default)
+    if allowed is not None:
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+    if not str(value).isdigit() or int(value) < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+_env("MINISNN_BACKEND", "c", ("c", "numpy"))
 try:
     from . import _core
     _lib, _ffi, _WHY = _core.lib, _core.ffi, None
 except ImportError as exc:  # no compiler at install time, or a source checkout not built yet
     _lib = _ffi = None
-    _WHY = f"the C extension minisnn._core is not built ({exc})"
+    built = any(f.startswith("_core.") for f in os.listdir(os.path.dirname(__file__)))
+    _WHY = f"the C core could not be loaded ({exc})" if built else "the C core (minisnn._core) was not built"
     if os.environ.get("MINISNN_BACKEND", "c") != "numpy":
-        warnings.warn(f"minisnn: {_WHY}; using the NumPy reference kernels (slower). "
-                      "Reinstall with a C compiler available: pip install -e .", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"minisnn: {_WHY}, so the NumPy reference kernels are used (same numbers, slower). To build it, "
+                      "install a C compiler and run: pip install -e .  (or python cext/build_core.py in a checkout)",
+                      RuntimeWarning, stacklevel=2)
 
 
 CHUNK_BYTES = 1 << 21   # a chunk's temporaries stay in L2/L3 (measured: 1–4 MB alike); tests shrink it to 1
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1   # usable ones
-NUM_THREADS = max(1, int(os.environ.get("MINISNN_NUM_THREADS", _CORES)))
+NUM_THREADS = _env("MINISNN_NUM_THREADS", _CORES)
 _POOL = {}   # process id -> thread pool (a forked child starts its own)
 
 
@@ -62,11 +77,10 @@ def _one_blas_thread():
         from threadpoolctl import threadpool_limits
     except ImportError:  # a dependency; missing only in a bare source checkout
         return
-    threadpool_limits(int(os.environ.get("MINISNN_BLAS_THREADS", 1)), user_api="blas")
+    threadpool_limits(_env("MINISNN_BLAS_THREADS", 1), user_api="blas")
 
 
-if NUM_THREADS > 1 or "MINISNN_BLAS_THREADS" in os.environ:
-    _one_blas_thread()
+_one_blas_thread()   # always, so that the thread count never changes the numbers (BLAS sums in its own order)
 
 
 def _over_neurons(fn, T, M):
@@ -76,7 +90,7 @@ def _over_neurons(fn, T, M):
 
 def backend():
     """'c' when the compiled core is loaded and not disabled by MINISNN_BACKEND=numpy, else 'numpy'."""
-    return "c" if _lib is not None and os.environ.get("MINISNN_BACKEND", "c") != "numpy" else "numpy"
+    return "c" if _lib is not None and _env("MINISNN_BACKEND", "c", ("c", "numpy")) == "c" else "numpy"
 
 
 # ----------------------------------------------------------------------------- validation

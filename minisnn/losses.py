@@ -9,6 +9,8 @@ from .autograd import tensor
 def _targets(labels, n, k, dtype):
     """Labels as an [N, K] distribution: integer indices -> one-hot; soft rows are checked to sum to 1."""
     labels = np.asarray(labels)
+    if n == 0:
+        raise ValueError("labels: empty batch (a loss over 0 samples is undefined)")
     if labels.ndim == 1:
         if labels.shape[0] != n or not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"labels must be {n} integer class indices, got {labels.dtype} {labels.shape}")

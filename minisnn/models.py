@@ -30,7 +30,18 @@ def _block(layers, cin, cout, neuron, gate, index, rng, pool=True):
     layers.append(neuron(cout))
 
 
-class ConvSNN(Sequential):
+class _FramesToLogits(Sequential):
+    """A Sequential whose input must be time-first frames [T, N, P, H, W] (a 4-D batch would use N as time)."""
+
+    def forward(self, x):
+        c = self[0].in_channels
+        if x.ndim != 5 or x.shape[2] != c:
+            raise ValueError(f"{type(self).__name__}: input must be time-first [T, N, P, H, W] with P = {c}, "
+                             f"got shape {x.shape}")
+        return super().forward(x)
+
+
+class ConvSNN(_FramesToLogits):
     """The benchmark net: conv 2→16 3×3 pad 1, BN, LIF, avgpool 2, conv 16→32, BN, LIF, avgpool 2, flatten,
     linear → classes. Input [T, N, 2, 34, 34] (any H, W works: the linear layer is sized from them)."""
 
@@ -41,7 +52,7 @@ class ConvSNN(Sequential):
                          neuron(2 * width), AvgPool2d(2), Flatten(), Linear(2 * width * s * s, n_classes, rng=rng))
 
 
-class TASNN(Sequential):
+class TASNN(_FramesToLogits):
     """The three-layer net of TA-SNN / ASA-SNN / Razor SNN: three blocks conv3×3 → BN → avgpool 2 → [gate] →
     LIF with 64, 128, 128 channels (× ``width``), then FC 256 → LIF → FC classes."""
 
@@ -58,7 +69,7 @@ class TASNN(Sequential):
         super().__init__(*layers)
 
 
-class VGGSNN(Sequential):
+class VGGSNN(_FramesToLogits):
     """A width-configurable small VGG-SNN: ``cfg`` lists conv widths and 'P' (avgpool 2); conv → BN → neuron."""
 
     def __init__(self, n_classes=10, in_channels=2, input_size=34, cfg=(16, 32, "P", 32, 64, "P", 64, "P"),

@@ -188,6 +188,8 @@ class BaseNeuron(Module):
         x = tensor(x)
         if x.ndim < 2:
             raise ValueError(f"{type(self).__name__}: input must be time-first [T, N, ...], got shape {x.shape}")
+        if not np.isfinite(x.data).all():   # a NaN membrane never fires and never recovers: the output would look valid
+            raise ValueError(f"{type(self).__name__}: input current holds NaN or inf (a NaN weight or input upstream?)")
         decay, gain = self.coefficients()
         run, trace = multistep_fused if self.fused else multistep_unrolled, {} if is_recording() else None
         out = run(x, decay, gain, self.v0, self.v_threshold, self.v_reset, self.v_rest, self.surrogate,

@@ -5,6 +5,7 @@ Stateless layers accept both ``[N, ...]`` and time-first ``[T, N, ...]`` input: 
 the result, exactly like spikingjelly's ``SeqToANNContainer``. Linear acts on the last axis.
 """
 import contextlib
+import glob
 import os
 import tempfile
 import zipfile
@@ -139,9 +140,14 @@ class Module:
         return self
 
     def save(self, path):
-        """Write the state_dict as an .npz (no pickle), atomically: temp file in the same folder + rename."""
-        path = os.fspath(path)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp.npz")
+        """Write the state_dict as an .npz (no pickle), atomically: temp file ``.<name>.<pid>.*.tmp`` in the same
+        folder + rename. Temp files of the same target left by killed processes are removed first."""
+        path = os.path.abspath(os.fspath(path))
+        folder, name = os.path.split(path)
+        for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")):
+            if not _alive(int(stale.rsplit(".", 3)[-3])):
+                os.remove(stale)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.{os.getpid()}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **self.state_dict())
@@ -153,12 +159,13 @@ class Module:
 
     def load(self, path):
         """Load a checkpoint written by :meth:`save`; a corrupt or mismatching file raises ValueError."""
+        with open(os.fspath(path), "rb") as f:   # FileNotFoundError as usual
+            if f.read(2) != b"PK":   # a zip archive
+                raise ValueError(f"load: {path} is not a minisnn checkpoint (an .npz file written by Module.save)")
         try:
             with np.load(os.fspath(path), allow_pickle=False) as z:
                 state = {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
             raise ValueError(f"load: {path} is not a valid minisnn checkpoint ({exc})") from None
         return self.load_state_dict(state)
 
@@ -170,6 +177,16 @@ class Module:
         return ""
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, another user's
+        pass
+    return True
+
+
 def _fold(fn, x, ndim=4):
     """Apply an image op to [N, C, H, W] or to a time-first [T, N, C, H, W] by folding T into N."""
     if x.ndim == ndim:
@@ -179,6 +196,13 @@ def _fold(fn, x, ndim=4):
     T, N = x.shape[:2]
     y = fn(F.reshape(x, (T * N,) + x.shape[2:]))
     return F.reshape(y, (T, N) + y.shape[1:])
+
+
+def _count(v, name, layer, low=1):
+    """``v`` as an int >= ``low`` (sizes, strides), else a ValueError naming the layer and the argument."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+        raise ValueError(f"{layer}: {name} must be an integer >= {low}, got {v!r}")
+    return int(v)
 
 
 def _init_uniform(rng, shape, fan_in, dtype=np.float32):
@@ -193,7 +217,8 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, rng=None):
         super().__init__()
         rng = rng or np.random.default_rng(0)
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features, self.out_features = (_count(v, n, "Linear") for v, n in
+                                               ((in_features, "in_features"), (out_features, "out_features")))
         self.weight = Parameter(_init_uniform(rng, (out_features, in_features), in_features))
         self.bias = Parameter(_init_uniform(rng, (out_features,), in_features)) if bias else None
 
@@ -213,6 +238,10 @@ class Conv2d(Module):
         super().__init__()
         rng = rng or np.random.default_rng(0)
         kh, kw = F._pair(kernel_size, "kernel_size")
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", min(kh, kw)),
+                        ("stride", stride)):
+            _count(v, name, "Conv2d")
+        F._pair(padding, "Conv2d: padding")
         self.stride, self.padding = int(stride), padding
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
         fan_in = in_channels * kh * kw
@@ -231,13 +260,18 @@ class BatchNorm2d(Module):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        if not (eps > 0 and 0 <= momentum <= 1):
+            raise ValueError(f"BatchNorm2d: need eps > 0 and momentum in [0, 1], got eps={eps}, momentum={momentum}")
+        self.num_features, self.eps, self.momentum = _count(num_features, "num_features", "BatchNorm2d"), eps, momentum
         self.weight = Parameter(np.ones(num_features, np.float32))
         self.bias = Parameter(np.zeros(num_features, np.float32))
         self.register_buffer("running_mean", np.zeros(num_features, np.float32))
         self.register_buffer("running_var", np.ones(num_features, np.float32))
 
     def forward(self, x):
+        if x.ndim < 4 or x.shape[-3] != self.num_features:
+            raise ValueError(f"BatchNorm2d({self.num_features}): expected [N, {self.num_features}, H, W] or "
+                             f"[T, N, {self.num_features}, H, W], got shape {x.shape}")
         return _fold(lambda z: F.batch_norm(z, self.weight, self.bias, self.running_mean, self.running_var,
                                             self.training, self.momentum, self.eps), x)
 
@@ -248,6 +282,8 @@ class BatchNorm2d(Module):
 class _Pool(Module):
     def __init__(self, kernel_size, stride=None):
         super().__init__()
+        for k in F._pair(kernel_size, "kernel_size") + (() if stride is None else (stride,)):
+            _count(k, "kernel_size and stride", type(self).__name__)
         self.kernel_size, self.stride = kernel_size, stride
 
     def extra_repr(self):

@@ -3,34 +3,52 @@ import math
 
 import numpy as np
 
+from .autograd import Tensor
+
+
+def _check(name, value, ok, what):
+    if not ok(value):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return value
+
 
 class Optimizer:
-    def __init__(self, params, lr):
+    def __init__(self, params, lr, weight_decay=0.0):
         self.params = [p for p in params]
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        self.lr = float(lr)
+        for i, p in enumerate(self.params):
+            if not (isinstance(p, Tensor) and p.requires_grad):
+                raise TypeError(f"params[{i}] must be a Tensor with requires_grad=True (e.g. model.parameters()), "
+                                f"got {type(p).__name__}")
+        self.lr = float(_check("lr", lr, lambda v: 0 < v < math.inf, "a finite number > 0"))
+        self.weight_decay = _check("weight_decay", weight_decay, lambda v: 0 <= v < math.inf, "finite and >= 0")
 
     def zero_grad(self):
         for p in self.params:
             p.grad = None
+
+    def grads(self):
+        """(parameter, gradient) of every parameter that has one; a gradient of the wrong shape is a ValueError."""
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                if np.shape(p.grad) != p.shape:
+                    raise ValueError(f"params[{i}]: gradient of shape {np.shape(p.grad)} for a parameter of shape {p.shape}")
+                yield i, p, p.grad
 
 
 class SGD(Optimizer):
     """v ← μ·v + (g + λ·w);  w ← w − lr·v   (PyTorch's SGD; μ = momentum, λ = weight_decay)."""
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
-        super().__init__(params, lr)
-        self.momentum, self.weight_decay = momentum, weight_decay
+        super().__init__(params, lr, weight_decay)
+        self.momentum = _check("momentum", momentum, lambda v: 0 <= v < math.inf, "finite and >= 0")
         self.v = [np.zeros_like(p.data) for p in self.params]
 
     def step(self):
-        for p, v in zip(self.params, self.v):
-            if p.grad is None:
-                continue
-            g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
+        for i, p, g in self.grads():
+            v = self.v[i]
+            g = g + self.weight_decay * p.data if self.weight_decay else g
             if self.momentum:
                 v *= self.momentum
                 v += g
@@ -45,9 +63,10 @@ class Adam(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
-        super().__init__(params, lr)
-        self.b1, self.b2 = betas
-        self.eps, self.weight_decay, self.decoupled = eps, weight_decay, decoupled
+        super().__init__(params, lr, weight_decay)
+        self.b1, self.b2 = (_check("betas", b, lambda v: 0 <= v < 1, "two numbers in [0, 1)") for b in betas)
+        self.eps = _check("eps", eps, lambda v: 0 <= v < math.inf, "finite and >= 0")
+        self.decoupled = decoupled
         self.m = [np.zeros_like(p.data) for p in self.params]
         self.v = [np.zeros_like(p.data) for p in self.params]
         self.t = 0
@@ -55,10 +74,8 @@ class Adam(Optimizer):
     def step(self):
         self.t += 1
         c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
-        for p, m, v in zip(self.params, self.m, self.v):
-            if p.grad is None:
-                continue
-            g = p.grad
+        for i, p, g in self.grads():
+            m, v = self.m[i], self.v[i]
             if self.weight_decay and not self.decoupled:
                 g = g + self.weight_decay * p.data
             m *= self.b1
@@ -79,6 +96,8 @@ class CosineAnnealing:
     """lr(e) = lr_min + (lr0 − lr_min)·(1 + cos(π·e/T_max))/2; call ``step()`` once per epoch."""
 
     def __init__(self, optimizer, T_max, lr_min=0.0):
+        _check("T_max", T_max, lambda v: v >= 1, "an epoch count >= 1")
+        _check("lr_min", lr_min, lambda v: 0 <= v <= optimizer.lr, f"in [0, lr = {optimizer.lr}]")
         self.opt, self.T_max, self.lr_min, self.lr0, self.epoch = optimizer, T_max, lr_min, optimizer.lr, 0
 
     def step(self):

@@ -291,36 +291,41 @@ def _datasets(dataset, n_train, seed):
     return train, test, ops
 
 
-def train_with_eventrpg(model, train_set, test_set, epochs=4, T=8, batch_size=32, lr=3e-3, rng=None,
+def train_with_eventrpg(model, train_set, val_set, epochs=4, T=8, batch_size=32, lr=3e-3, rng=None,
                         use_eventrpg=True, log=print, **policy_kw):
     """Train ``model`` with Adam + cosine (paper App. C.3) on EventRPG batches (``use_eventrpg=False``: plain
-    frames, the baseline).  Returns :func:`minisnn.train.fit`'s history."""
+    frames, the baseline), keeping the epoch with the best accuracy on ``val_set``.  Returns
+    :func:`minisnn.train.fit`'s history."""
     from data_tools.loader import DataLoader
     from .. import train
     rng = np.random.default_rng(0) if rng is None else rng
     tr = (EventRPGLoader(train_set, batch_size, T, model, rng, **policy_kw) if use_eventrpg
           else DataLoader(train_set, batch_size, T, rng=rng))
-    te = DataLoader(test_set, 128, T, shuffle=False)
-    return train.fit(model, tr, te, epochs=epochs, lr=lr, log=log)
+    return train.fit(model, tr, DataLoader(val_set, 128, T, shuffle=False), epochs=epochs, lr=lr, log=log)
 
 
 def run_comparison(dataset="digits", epochs=None, T=None, quick=False, log=print, seed=0, n_train=None,
                    batch_size=32, lr=3e-3):
-    """Train the same ConvSNN (same seed, same init) with and without EventRPG; return the final-epoch
-    test accuracies {"baseline", "eventrpg"} plus settings and histories.  ``quick``: 300 training
+    """Train the same ConvSNN (same seed, same init) with and without EventRPG, each keeping its best epoch on a
+    validation split of the training set; return their test accuracies {"baseline", "eventrpg"} plus settings
+    and histories.  ``quick``: 300 training
     samples, 3 epochs, T = 6 (defaults otherwise: full training set, 8 epochs, T = 8)."""
-    from .. import models
+    from data_tools.datasets import validation_split
+    from data_tools.loader import DataLoader
+    from .. import models, train
     epochs = epochs or (3 if quick else 8)
     T = T or (6 if quick else 8)
     n_train = n_train or (300 if quick else None)
-    train_set, test_set, ops = _datasets(dataset, n_train, seed)
+    train_set, test_set, ops = _datasets(dataset, n_train, 0)
+    train_set, val_set = validation_split(train_set, 0.2, seed)
     W, H, P = train_set.sensor_size
     out = {"dataset": dataset, "epochs": epochs, "T": T, "n_train": len(train_set), "n_test": len(test_set)}
     for name, aug in (("baseline", False), ("eventrpg", True)):
         if log:
             log(f"--- {name} ({dataset}, {len(train_set)} training samples) ---")
         model = models.ConvSNN(len(train_set.classes), P, H, rng=np.random.default_rng(seed))
-        hist = train_with_eventrpg(model, train_set, test_set, epochs, T, batch_size, lr,
+        hist = train_with_eventrpg(model, train_set, val_set, epochs, T, batch_size, lr,
                                    np.random.default_rng(seed), aug, log, **({"ops": ops} if aug else {}))
-        out[name], out[f"{name}_history"] = hist[-1]["test_accuracy"], hist
+        out[name] = train.evaluate(model, DataLoader(test_set, 128, T, shuffle=False))["accuracy"]
+        out[f"{name}_history"] = hist
     return out

@@ -264,12 +264,14 @@ def run_pipeline(dataset="digits", T1=5, T2s=(1, 2, 3, 5), epochs=4, quick=False
     ``epochs + ft_epochs`` epochs on exactly the frames the HSD SNN sees. Returns a dict of accuracies,
     including the ANN's on each single frame ("ann_frame_accuracy": does it transfer to the SNN's segment?).
     """
+    from data_tools.datasets import validation_split
     from data_tools.loader import DataLoader
     from .. import models
     T2s = tuple(int(t) for t in T2s)
     if T1 < 1 or not T2s or min(T2s) < 1:
         raise ValueError(f"run_pipeline: T1 and every T2 must be >= 1, got T1={T1}, T2s={T2s}")
-    train_set, test_set = _datasets(dataset, quick, seed)
+    train_set, test_set = _datasets(dataset, quick, 0)
+    train_set, val_set = validation_split(train_set, 0.2, seed)
     (_, H, P), K, n_frames = train_set.sensor_size, len(train_set.classes), T1 + max(T2s)
     rng = np.random.default_rng(seed)
     tr = DataLoader(train_set, batch_size, n_frames, rng=rng)
@@ -277,7 +279,8 @@ def run_pipeline(dataset="digits", T1=5, T2s=(1, 2, 3, 5), epochs=4, quick=False
     ann = hsd_ann(K, P, H, width, L, init_lambda, rng=np.random.default_rng(seed))
     if log:
         log(f"ANN (QCFS L={L}) on the first {T1} of {n_frames} frames, {len(train_set)} train samples")
-    train.fit(ann, FrameWindow(tr, T1), FrameWindow(te, T1), epochs, lr, loss_fn=ace_loss, log=log)
+    va = DataLoader(val_set, 128, n_frames, shuffle=False)
+    train.fit(ann, FrameWindow(tr, T1), FrameWindow(va, T1), epochs, lr, loss_fn=ace_loss, log=log)
     result = {"T1": T1, "L": L, "ann_accuracy": train.evaluate(ann, FrameWindow(te, T1))["accuracy"],
               "lambdas": [float(m.lam.data) for m in ann.modules() if isinstance(m, QCFS)], "T2": {},
               "ann_frame_accuracy": [train.evaluate(ann, _Slice(te, t))["accuracy"] for t in range(n_frames)]}
