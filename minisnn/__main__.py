@@ -48,6 +48,10 @@ def demo(args):
 def claims(args):
     """Run the claims of every paper (``reproduce``) or of one (``<paper>``) and print the table."""
     from . import claims as C
+    if getattr(args, "table1", False) or getattr(args, "augment", False):   # eventrpg: the full tables
+        from .methods.eventrpg import table
+        return [table(k, args.seeds, args.quick, print if args.verbose else None) for k in ("table1", "augment")
+                if getattr(args, k)]
     if getattr(args, "fashion_root", None):
         from data_tools.datasets import FashionDVS
         FashionDVS.default_root = args.fashion_root
@@ -91,6 +95,9 @@ def _parser():
         m.add_argument("--out", default=None, help="Markdown table path (default results.md or results_<paper>.md)")
         m.add_argument("--fashion-root", default=None, help="folder of the Fashion-MNIST IDX files, if you have them")
         m.add_argument("--verbose", action="store_true", help="print every epoch's progress line")
+        if name == "eventrpg":
+            m.add_argument("--table1", action="store_true", help="print Table 1 in miniature (every map, A.I./A.D.)")
+            m.add_argument("--augment", action="store_true", help="print Tables 3-5 in miniature (every policy)")
         m.set_defaults(fn=claims)
     return p
 

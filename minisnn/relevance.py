@@ -403,14 +403,18 @@ def explain(model, x, target=None, mode="sltrp", init="clrp", alpha=1.0, beta=0.
 
 
 def _layer_index(layers, layer):
-    """Index of ``layer`` (name, int index, or the module); None -> the layer right before the last Flatten
-    (the feature before the last fully connected layer, as in the paper's §5.1)."""
+    """Index of ``layer`` (name, int index, or the module); None -> the last layer before the final pooling and
+    Flatten: the feature map before the last fully connected layer (§5.1) at the resolution before the pool, as the
+    reference code's ``feature_map`` (for ConvSNN the second LIF, 17 × 17 on 34 × 34 inputs)."""
     names = [n for n, _ in layers]
     if layer is None:
         flat = [i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Flatten)]
-        if not flat or flat[-1] == 0:
+        i = flat[-1] - 1 if flat else -1
+        while i > 0 and isinstance(layers[i][1], (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)):
+            i -= 1
+        if i < 0:
             raise ValueError("layer: the model has no Flatten after a spatial layer; name the layer")
-        return flat[-1] - 1
+        return i
     if isinstance(layer, nn.Module):
         idx = [i for i, (_, m) in enumerate(layers) if m is layer]
     elif isinstance(layer, (int, np.integer)):
@@ -583,12 +587,28 @@ def sam(model, x, layer=None, variant="reference", gamma=0.2):
 LAYOUTS = ("TNPHW", "TNHW", "NPHW", "NHW")
 
 
-def mask_like(maps, x_shape, layout=None, normalized=False):
-    """A map as a mask broadcastable to the input [T, N, P, H, W]: resized (bilinear) to H × W, normalised per
-    sample unless ``normalized``, with singleton T / P axes where the map has none.
+def _robust(maps, sample_axis):
+    """The reference code's ``mid_normalize`` with the zero of relevance as its mid level: per sample, positive values
+    over the 99th percentile and negative ones over the 1st, clipped to ±1, mapped to [0, 1] (0 -> 0.5)."""
+    m = np.moveaxis(maps, sample_axis, 0)
+    f = m.reshape(len(m), -1)
+    pos = _safe_div(np.maximum(f, 0), np.maximum(np.percentile(f, 99, 1, keepdims=True), 0))[0]
+    neg = _safe_div(np.minimum(f, 0), np.minimum(np.percentile(f, 1, 1, keepdims=True), 0))[0]
+    out = 0.5 + 0.5 * np.minimum(pos, 1) - 0.5 * np.minimum(neg, 1)
+    return np.moveaxis(out.astype(maps.dtype).reshape(m.shape), 0, sample_axis)
 
-    ``layout`` names the map's axes (one of LAYOUTS); if None it is inferred from the shape, and a
-    4-D map that fits both [T, N, h, w] and [N, P, h, w] raises ValueError asking for it.
+
+def mask_like(maps, x_shape, layout=None, normalized=False, aggregate="T", clip=False, norm="minmax", order="norm"):
+    """A map as a mask M broadcastable to the input [T, N, P, H, W] (§5.1.1), with singleton T / P axes where the map
+    has none. The protocol, each choice selectable (defaults first):
+
+    ``aggregate`` the axes summed before masking: "T" (a time-resolved map becomes one map per sample, so SLRP and
+    SLTRP maps are scored alike), "" (per step: frame t masked by map t), "TP" (also over polarity);
+    ``clip`` False keeps negative relevance (min-max sends the most negative value to 0), True sets it to 0 first;
+    ``norm`` "minmax": per sample to [0, 1] (0/0 := 0), or "robust" (:func:`_robust`; the reference's saliency masks);
+    ``order`` "norm": normalise, then bilinear upsampling to H × W (the reference's order), or "resize" first.
+    ``layout`` names the map's axes (one of LAYOUTS); if None it is inferred from the shape, and a 4-D map that
+    fits both [T, N, h, w] and [N, P, h, w] raises ValueError asking for it. ``normalized``: ``maps`` are a mask.
     """
     T, N, P, H, W = x_shape
     maps = np.asarray(maps)
@@ -600,10 +620,15 @@ def mask_like(maps, x_shape, layout=None, normalized=False):
         layout = fits[0]
     if layout not in LAYOUTS or maps.ndim != len(layout) or maps.shape[:len(lead[layout])] != lead[layout]:
         raise ValueError(f"maps of shape {maps.shape} do not match layout {layout!r} for input {x_shape}")
-    m = resize(maps, (H, W))
-    m = m if normalized else normalize(m, sample_axis=layout.index("N"))
-    if "T" not in layout:
-        m = m[None]
+    if not set(aggregate) <= set("TP") or norm not in ("minmax", "robust") or order not in ("norm", "resize"):
+        raise ValueError(f"aggregate must be '', 'T', 'P' or 'TP', norm 'minmax' or 'robust', order 'norm' or "
+                         f"'resize'; got {aggregate!r}, {norm!r}, {order!r}")
+    for a in aggregate if not normalized else "":
+        maps, layout = (maps.sum(layout.index(a)), layout.replace(a, "")) if a in layout else (maps, layout)
+    scale = (lambda m: m) if normalized else (lambda m: (normalize if norm == "minmax" else _robust)(
+        np.maximum(m, 0) if clip else m, layout.index("N")))
+    m = resize(scale(maps), (H, W)) if order == "norm" else scale(resize(maps, (H, W)))
+    m = m if "T" in layout else m[None]
     return m if "P" in layout else m[:, :, None]
 
 
@@ -620,17 +645,17 @@ def _probabilities(model, x):
     return e / e.sum(-1, keepdims=True)
 
 
-def average_drop_increase(model, x, maps, target=None, layout=None, normalized=False):
+def average_drop_increase(model, x, maps, target=None, layout=None, normalized=False, **protocol):
     """Average Drop and Average Increase in % (Chattopadhay et al. 2018; EventRPG §5.1.1, spec §6).
 
-    Y_c = softmax probability of class c (time-mean logits) on x; O_c on x·M with M the normalised map
-    (see :func:`mask_like`); c = ``target`` or the prediction on x.
+    Y_c = softmax probability of class c (time-mean logits) on x; O_c on x·M with M the map as a mask
+    (:func:`mask_like`, whose ``protocol`` options are accepted here); c = ``target`` or the prediction on x.
     A.D. = 100/N Σ max(0, Y_c − O_c)/Y_c  (lower is better);  A.I. = 100/N Σ 1[Y_c < O_c]  (higher is better).
     """
     x = _frames(x, ndim=(5,))
     Y = _probabilities(model, x)
     c = _targets(Y[None], target)
-    O = _probabilities(model, (x * mask_like(maps, x.shape, layout, normalized)).astype(x.dtype))
+    O = _probabilities(model, (x * mask_like(maps, x.shape, layout, normalized, **protocol)).astype(x.dtype))
     n = np.arange(len(c))
     y, o = Y[n, c], O[n, c]
     return float(100 * np.mean(np.maximum(y - o, 0) / y)), float(100 * np.mean(y < o))

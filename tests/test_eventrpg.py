@@ -255,7 +255,7 @@ def test_policy_with_relevance_maps(mode):
     x = pol.frames(events)
     sal, cam = pol.saliency_fn(x, labels), pol.cam_fn(x, labels)
     assert sal.shape == ((4, 2, 34, 34) if mode == "slrp" else (4, 2, 4, 34, 34))
-    assert cam.shape[0] == 4 and cam.shape[-2:] == (8, 8)
+    assert cam.shape[0] == 4 and cam.shape[-2:] == (17, 17)         # the LIF before the final pool
     assert np.all(np.abs(sal).reshape(4, -1).sum(1) > 0)
     seed = next(s for s in range(200) if E.EventRPG.OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
     model.train()

@@ -435,9 +435,9 @@ def test_cam_and_relcam_are_channel_sums_of_the_explanation():
     x = (rng.random((5, 2, 2, 8, 8)) < 0.5) * 2.0
     for mode in rv.MODES:
         e = rv.explain(m, x, mode=mode)
-        R = e.layers["8"]  # default layer: the avg-pool "7" before Flatten "8"
+        R = e.layers["7"]  # default layer: the LIF "6" before the final pool "7" and Flatten "8" (reference)
         np.testing.assert_allclose(rv.cam(m, x, mode=mode), R.sum(-3), atol=1e-12)
-        A = e.activations["7"].mean(0) if mode == "slrp" else e.activations["7"]
+        A = e.activations["6"].mean(0) if mode == "slrp" else e.activations["6"]
         want = (R.sum((-2, -1), keepdims=True) * A).sum(-3)
         np.testing.assert_allclose(rv.relcam(m, x, mode=mode), want, atol=1e-12)
         np.testing.assert_allclose(rv.cam(m, x, layer="3", mode=mode), e.layers["4"].sum(-3), atol=1e-12)
