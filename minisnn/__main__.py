@@ -48,13 +48,13 @@ def demo(args):
 def claims(args):
     """Run the claims of every paper (``reproduce``) or of one (``<paper>``) and print the table."""
     from . import claims as C
-    if getattr(args, "table1", False) or getattr(args, "augment", False):   # eventrpg: the full tables
-        from .methods.eventrpg import table
-        return [table(k, args.seeds, args.quick, print if args.verbose else None) for k in ("table1", "augment")
-                if getattr(args, k)]
     if getattr(args, "fashion_root", None):
         from data_tools.datasets import FashionDVS
         FashionDVS.default_root = args.fashion_root
+    tables = [k for k in ("table1", "augment") if getattr(args, k, False)]     # eventrpg: its full tables
+    if tables:
+        from .methods.eventrpg import table
+        return [table(k, args.seeds, args.quick, print if args.verbose else None) for k in tables]
     only = None if args.cmd == "reproduce" else args.cmd
     out = args.out or ("results.md" if only is None else f"results_{only}.md")
     C.reproduce(args.seeds, args.quick, only, out, out.rsplit(".", 1)[0] + ".png",

@@ -450,8 +450,8 @@ def saliency(model, x, target=None, mode="sltrp", **options):
 def cam(model, x, layer=None, target=None, mode="sltrp", **options):
     """SLTRP-CAM / SLRP-CAM (§4.1): relevance at ``layer``'s output summed over channels.
 
-    [T, N, h, w] (SLTRP) or [N, h, w] (SLRP). ``layer``: name, index or module; default: the feature
-    before the last fully connected layer. Only the layers after ``layer`` are propagated through.
+    [T, N, h, w] (SLTRP) or [N, h, w] (SLRP). ``layer``: name, index or module; default: the spike map before the
+    final pooling (:func:`_layer_index`). Only the layers after ``layer`` are propagated through.
     """
     return _explain_at(model, x, layer, target=target, mode=mode, **options)[0].sum(-3)
 
@@ -587,26 +587,15 @@ def sam(model, x, layer=None, variant="reference", gamma=0.2):
 LAYOUTS = ("TNPHW", "TNHW", "NPHW", "NHW")
 
 
-def _robust(maps, sample_axis):
-    """The reference code's ``mid_normalize`` with the zero of relevance as its mid level: per sample, positive values
-    over the 99th percentile and negative ones over the 1st, clipped to ±1, mapped to [0, 1] (0 -> 0.5)."""
-    m = np.moveaxis(maps, sample_axis, 0)
-    f = m.reshape(len(m), -1)
-    pos = _safe_div(np.maximum(f, 0), np.maximum(np.percentile(f, 99, 1, keepdims=True), 0))[0]
-    neg = _safe_div(np.minimum(f, 0), np.minimum(np.percentile(f, 1, 1, keepdims=True), 0))[0]
-    out = 0.5 + 0.5 * np.minimum(pos, 1) - 0.5 * np.minimum(neg, 1)
-    return np.moveaxis(out.astype(maps.dtype).reshape(m.shape), 0, sample_axis)
-
-
-def mask_like(maps, x_shape, layout=None, normalized=False, aggregate="T", clip=False, norm="minmax", order="norm"):
+def mask_like(maps, x_shape, layout=None, normalized=False, aggregate="T", clip=False, order="norm"):
     """A map as a mask M broadcastable to the input [T, N, P, H, W] (§5.1.1), with singleton T / P axes where the map
     has none. The protocol, each choice selectable (defaults first):
 
     ``aggregate`` the axes summed before masking: "T" (a time-resolved map becomes one map per sample, so SLRP and
     SLTRP maps are scored alike), "" (per step: frame t masked by map t), "TP" (also over polarity);
-    ``clip`` False keeps negative relevance (min-max sends the most negative value to 0), True sets it to 0 first;
-    ``norm`` "minmax": per sample to [0, 1] (0/0 := 0), or "robust" (:func:`_robust`; the reference's saliency masks);
-    ``order`` "norm": normalise, then bilinear upsampling to H × W (the reference's order), or "resize" first.
+    ``clip`` False keeps negative relevance (the per-sample min-max to [0, 1] sends the most negative value to 0, zero
+    relevance to a middle grey), True sets it to 0 first;
+    ``order`` "norm": min-max, then bilinear upsampling to H × W (the reference's order), or "resize" first.
     ``layout`` names the map's axes (one of LAYOUTS); if None it is inferred from the shape, and a 4-D map that
     fits both [T, N, h, w] and [N, P, h, w] raises ValueError asking for it. ``normalized``: ``maps`` are a mask.
     """
@@ -620,13 +609,13 @@ def mask_like(maps, x_shape, layout=None, normalized=False, aggregate="T", clip=
         layout = fits[0]
     if layout not in LAYOUTS or maps.ndim != len(layout) or maps.shape[:len(lead[layout])] != lead[layout]:
         raise ValueError(f"maps of shape {maps.shape} do not match layout {layout!r} for input {x_shape}")
-    if not set(aggregate) <= set("TP") or norm not in ("minmax", "robust") or order not in ("norm", "resize"):
-        raise ValueError(f"aggregate must be '', 'T', 'P' or 'TP', norm 'minmax' or 'robust', order 'norm' or "
-                         f"'resize'; got {aggregate!r}, {norm!r}, {order!r}")
-    for a in aggregate if not normalized else "":
-        maps, layout = (maps.sum(layout.index(a)), layout.replace(a, "")) if a in layout else (maps, layout)
-    scale = (lambda m: m) if normalized else (lambda m: (normalize if norm == "minmax" else _robust)(
-        np.maximum(m, 0) if clip else m, layout.index("N")))
+    if not set(aggregate) <= set("TP") or order not in ("norm", "resize"):
+        raise ValueError(f"aggregate must be '', 'T', 'P' or 'TP' and order 'norm' or 'resize', got {aggregate!r}, "
+                         f"{order!r}")
+    for a in "" if normalized else aggregate:
+        if a in layout:
+            maps, layout = maps.sum(layout.index(a)), layout.replace(a, "")
+    scale = (lambda m: m) if normalized else (lambda m: normalize(np.maximum(m, 0) if clip else m, layout.index("N")))
     m = resize(scale(maps), (H, W)) if order == "norm" else scale(resize(maps, (H, W)))
     m = m if "T" in layout else m[None]
     return m if "P" in layout else m[:, :, None]

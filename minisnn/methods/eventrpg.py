@@ -7,25 +7,24 @@
 * EventRPG (§4.4, Fig. 3): per batch one of 10 ops (identity, flip, cutout, rotate, translate x/y,
   shear x/y, scale, RPGDrop), then RPGMix with probability 0.5.
 
-Everything acts on raw events at sensor resolution: events in, valid events out (same dtype, sorted
-by ``t``, inside the sensor).  Every function takes plain map arrays; only :class:`EventRPG` calls
-:mod:`minisnn.relevance` (SLRP / SLTRP saliency and CAMs) unless you give it your own map functions.
+Everything acts on raw events at sensor resolution: events in, valid events out (same dtype, sorted by ``t``,
+inside the sensor).  The functions take plain map arrays; :class:`EventRPG` gets them from :mod:`minisnn.relevance`.
+The paper's experiments in miniature close the file: Table 1 (:func:`faithfulness`) and Tables 3-5 (augmentation
+policies), contributed to the claims table as ``EXPERIMENTS`` / ``CLAIMS`` and printed in full by :func:`table`.
 """
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
 from data_tools import augment
+from data_tools.datasets import FashionDVS, load, validation_split
 from data_tools.events import check_sensor_size, validate
 from data_tools.frames import frame_index, pad_crop, to_frames
+from data_tools.loader import DataLoader
 
-from .. import relevance
-from ..claims import Claim
-
-
-def _check_theta(theta):
-    if not np.isscalar(theta) or not 0.0 <= float(theta) <= 1.0:
-        raise ValueError(f"theta must be a number in [0, 1], got {theta!r}")
+from .. import models, relevance, train
+from ..claims import Claim, mean_ci
 
 
 def to_sensor(maps, sensor_size):
@@ -63,7 +62,8 @@ def rpg_drop(events, saliency, sensor_size, theta, rng, split_by="number"):
     Expected kept fraction: 1 − θ·mean_e S(e).
     """
     validate(events, sensor_size)
-    _check_theta(theta)
+    if not np.isscalar(theta) or not 0.0 <= float(theta) <= 1.0:
+        raise ValueError(f"theta must be a number in [0, 1], got {theta!r}")
     s = _drop_map(saliency, sensor_size)
     if events.size == 0:
         return events.copy()
@@ -79,11 +79,9 @@ def cam_box(cam, sensor_size, std_ratio=1.0):
     normalised to [0, 1], brought to the sensor (:func:`to_sensor`); box = bounding box of the pixels ≥ mean +
     std_ratio·std (capped at the maximum).  Returns inclusive pixel bounds (x0, y0, x1, y1); NaN map -> whole frame.
 
-    The paper gives no threshold; spec §8 says "≥ the mean" (``std_ratio=0``), as the reference's training
-    scripts (``--relcam_coord_std_ratio 0``; its class default is 1).  We default to mean + 1·std: with CLRP
-    relevance the map has both signs, the empty background normalises to about the mean, and a mean threshold
-    returned the whole frame for most DigitsDVS samples of a trained ConvSNN (then σ = 0: RPGMix swaps samples).
-    """
+    No threshold in the paper; spec §8 and the reference's training scripts use the mean (``std_ratio=0``; its class
+    default is 1).  We default to mean + 1·std: CLRP maps have both signs, the empty background normalises to about
+    the mean, and a mean threshold gave the whole frame for most DigitsDVS samples (then RPGMix swaps samples)."""
     w, h, _ = check_sensor_size(sensor_size)
     c = np.asarray(cam, np.float64)
     if c.ndim < 2 or c.size == 0:
@@ -98,9 +96,7 @@ def cam_box(cam, sensor_size, std_ratio=1.0):
 
 def box_overlap(a, b):
     """Pixel area shared by two inclusive boxes (x0, y0, x1, y1)."""
-    dx = min(a[2], b[2]) - max(a[0], b[0]) + 1
-    dy = min(a[3], b[3]) - max(a[1], b[1]) + 1
-    return max(dx, 0) * max(dy, 0)
+    return max(min(a[2], b[2]) - max(a[0], b[0]) + 1, 0) * max(min(a[3], b[3]) - max(a[1], b[1]) + 1, 0)
 
 
 def mix_sigma(area1, area2, overlap):
@@ -200,19 +196,16 @@ def rpg_mix(ev1, ev2, cam1, cam2, sensor_size, rng, return_boxes=False, std_rati
 class EventRPG:
     """The EventRPG policy (§4.4, Fig. 3): ``frames, soft_labels = policy(batch_events, labels, rng)``.
 
-    Per batch one of ``OPS`` is drawn uniformly.  RPGDrop applies to the whole batch (one saliency pass,
-    θ ~ U(``theta_range``) per sample; ``drop="cam"``: guided by the CAM instead, Table 3's "EventRPG (CAM)";
-    ``drop=None``: no RPGDrop); otherwise each sample draws one of NDA's 9 ops
-    (``augment.random_nda``; a sample left empty keeps its events).  Then with probability ``mix_prob``
-    the batch is RPGMixed in pairs (b, b+1 mod N), boxes from CAMs at ``cam_layer`` (default: the layer
-    feeding the classifier) thresholded at mean + ``std_ratio``·std (:func:`cam_box`).  Returns frames
-    [T, N, P, H, W] float32 and soft labels [N, K] (rows σ·onehot(y_b) + (1 − σ)·onehot(y_{b+1})).
-    Maps use the true labels as CLRP targets (``use_labels=False``: the arg-max, as the reference code).
-    Unlike the reference code, which mixes the *un-augmented* batch, RPGMix acts on the augmented
-    events, as Fig. 3 draws it.  ``saliency_fn(x, targets) -> [N, P, (T,) h, w]`` and
-    ``cam_fn(x, targets) -> [N, ..., h, w]`` replace the relevance defaults (e.g. in tests).
-    ``input_transform(frames) -> model input`` if the model sees resized frames.  ``ops``: the geometric
-    ops to draw from (default NDA's 9; drop label-changing ones, e.g. flips for direction classes).
+    Per batch one of ``OPS`` is drawn uniformly.  RPGDrop applies to the whole batch (one saliency pass, θ ~
+    U(``theta_range``) per sample; ``drop="cam"``: the CAM guides it, Table 3's "EventRPG (CAM)"; None: no RPGDrop);
+    otherwise each sample draws one of ``ops`` (default NDA's 9, ``augment.random_nda``; leave out label-changing
+    ones, e.g. flips for direction classes; a sample left empty keeps its events).  Then with probability
+    ``mix_prob`` the batch is RPGMixed in pairs (b, b+1 mod N), boxes from CAMs at ``cam_layer`` (:func:`cam_box`).
+    Returns frames [T, N, P, H, W] float32 and soft labels [N, K] (rows σ·onehot(y_b) + (1 − σ)·onehot(y_{b+1})).
+    CLRP targets: the labels (``use_labels=False``: the arg-max, as the reference code).  Unlike the reference
+    code, which mixes the *un-augmented* batch, RPGMix acts on the augmented events, as Fig. 3 draws it.
+    ``saliency_fn(x, targets) -> [N, P, (T,) h, w]`` and ``cam_fn(x, targets) -> [N, ..., h, w]`` replace the
+    relevance defaults; ``input_transform(frames) -> model input`` if the model sees resized frames.
     NDA = ``drop=None, mix_prob=0``; RPGMix alone = ``ops=("identity",), drop=None``.
     """
     OPS = augment.NDA_OPS + ("rpg_drop",)
@@ -279,27 +272,23 @@ class EventRPG:
 
 
 class EventRPGLoader:
-    """``for frames, soft_labels in EventRPGLoader(ds, 32, n_frames, model, rng)`` — EventRPG-augmented
+    """``for frames, soft_labels in EventRPGLoader(ds, 32, n_frames, model, rng)`` — EventRPG-augmented, shuffled
     batches for :func:`minisnn.train.fit` (its cross-entropy accepts soft labels).  ``policy_kw`` go to
     :class:`EventRPG`; the policy's maps come from ``model`` as it trains (the paper's online setting)."""
 
-    def __init__(self, dataset, batch_size, n_frames, model, rng, shuffle=True, drop_last=False, **policy_kw):
+    def __init__(self, dataset, batch_size, n_frames, model, rng, **policy_kw):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.dataset, self.batch_size, self.rng, self.shuffle, self.drop_last = \
-            dataset, int(batch_size), rng, shuffle, drop_last
-        policy_kw.setdefault("n_classes", len(dataset.classes))
-        self.policy = EventRPG(model, dataset.sensor_size, n_frames, **policy_kw)
+        self.dataset, self.batch_size, self.rng = dataset, int(batch_size), rng
+        self.policy = EventRPG(model, dataset.sensor_size, n_frames, **{"n_classes": len(dataset.classes), **policy_kw})
 
     def __len__(self):
-        n, b = len(self.dataset), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
+        return -(-len(self.dataset) // self.batch_size)
 
     def __iter__(self):
-        n = len(self.dataset)
-        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
-        for k in range(len(self)):
-            items = [self.dataset[int(i)] for i in order[k * self.batch_size:(k + 1) * self.batch_size]]
+        order = self.rng.permutation(len(self.dataset))
+        for k in range(0, len(order), self.batch_size):
+            items = [self.dataset[int(i)] for i in order[k:k + self.batch_size]]
             yield self.policy([e for e, _ in items], np.array([y for _, y in items], np.int64), self.rng)
 
 
@@ -307,85 +296,66 @@ class EventRPGLoader:
 
 TABLE1_ROWS = ("SAM", "Grad-CAM", "Grad-CAM++", "SLRP-RelCAM", "SLTRP-RelCAM", "SLRP-CAM", "SLTRP-CAM",
                "SLRP saliency", "SLTRP saliency", "random", "event count")
-PROTOCOLS = {"": {}, " per step": {"aggregate": ""}, " clipped": {"clip": True}, " robust": {"norm": "robust"}}
-
-
-def table1_maps(model, x, layer=None, rng=None):
-    """{row: (map, layout)} of Table 1's rows for frames ``x`` [T, N, P, H, W], targets = the predictions: SAM,
-    Grad-CAM(++), RelCAM and CAM at ``layer`` (default: the spike map before the final pooling, the reference's
-    ``feature_map``), the saliency maps, and two sanity rows the paper lacks: a uniform random map per pixel
-    and the event count map (the input summed over time and polarity)."""
-    rng = np.random.default_rng(0) if rng is None else rng
-    maps = {"SAM": relevance.sam(model, x, layer), "Grad-CAM": relevance.grad_cam(model, x, layer),
-            "Grad-CAM++": relevance.grad_cam_pp(model, x, layer)}
-    for mode in ("slrp", "sltrp"):
-        for row, fn in (("-RelCAM", relevance.relcam), ("-CAM", relevance.cam)):
-            maps[mode.upper() + row] = fn(model, x, layer, mode=mode)
-        maps[f"{mode.upper()} saliency"] = relevance.saliency(model, x, mode=mode)
-    maps["random"], maps["event count"] = rng.random((x.shape[1],) + x.shape[-2:]), x.sum((0, 2))
-    layout = lambda k, m: {3: "NHW", 5: "TNPHW"}.get(m.ndim, "NPHW" if "saliency" in k else "TNHW")  # noqa: E731
-    return {k: (m, layout(k, m)) for k, m in maps.items()}
+PROTOCOLS = {"": {}, " per step": {"aggregate": ""}, " clipped": {"clip": True}}
 
 
 def faithfulness(model, x, boxes=None, layer=None, rng=None):
-    """Table 1 in miniature for one model: {row: {metric: value}} with A.D. ↓ and A.I. ↑ in % (§5.1.1,
-    :func:`relevance.average_drop_increase`) under the default protocol of :func:`relevance.mask_like` (a map
-    summed over time to one map per sample, negative relevance kept, per-sample min-max, then bilinear
-    upsampling: the reference's order) and under each variant of ``PROTOCOLS`` (metric suffix), plus "kept":
-    the share of the input's events the default mask keeps, mean_n Σ x·M / Σ x in %.  With ``boxes`` [N, 4]
-    (the object's pixels, inclusive) also "kept (object)" and "kept (clutter)": that share inside and outside."""
-    out = {}
+    """Table 1 in miniature, {row: {metric: value}}, for frames ``x`` [T, N, P, H, W] and maps of the predicted class.
+    Rows: SAM, Grad-CAM(++), RelCAM and CAM at ``layer`` (default: the spike map before the final pooling, the
+    reference's ``feature_map``), the saliency maps, and two sanity rows the paper lacks: a uniform random map and
+    the event count map.  Metrics: A.D. ↓ and A.I. ↑ in % (:func:`relevance.average_drop_increase`) under the default
+    protocol of :func:`relevance.mask_like` and each variant of ``PROTOCOLS`` (suffix); "kept": the share of the
+    input's events the default mask keeps, mean_n Σ x·M / Σ x in %; with ``boxes`` [N, 4] (the object, inclusive
+    pixel bounds) also that share inside ("kept (object)") and outside ("kept (clutter)") the box."""
+    rv, rng = relevance, np.random.default_rng(0) if rng is None else rng
+    maps = {name: (fn(model, x, layer), "TNHW") for name, fn in (("SAM", rv.sam), ("Grad-CAM", rv.grad_cam),
+                                                                 ("Grad-CAM++", rv.grad_cam_pp))}
+    for mode, t in (("slrp", ""), ("sltrp", "T")):
+        maps.update({f"{mode.upper()}-RelCAM": (rv.relcam(model, x, layer, mode=mode), t + "NHW"),
+                     f"{mode.upper()}-CAM": (rv.cam(model, x, layer, mode=mode), t + "NHW"),
+                     f"{mode.upper()} saliency": (rv.saliency(model, x, mode=mode), t + "NPHW")})
+    maps["random"], maps["event count"] = (rng.random((x.shape[1],) + x.shape[-2:]), "NHW"), (x.sum((0, 2)), "NHW")
     inside = np.zeros(x.shape[1:2] + x.shape[-2:], bool)
-    for n, (x0, y0, x1, y1) in enumerate(boxes if boxes is not None else []):
+    for n, (x0, y0, x1, y1) in enumerate([] if boxes is None else boxes):
         inside[n, y0:y1 + 1, x0:x1 + 1] = True
-    for row, (m, layout) in table1_maps(model, x, layer, rng).items():
-        r = out[row] = {}
+    parts = {"kept": inside | True, **({} if boxes is None else {"kept (object)": inside, "kept (clutter)": ~inside})}
+    out = {}
+    for row in TABLE1_ROWS:
+        (m, layout), r = maps[row], out.setdefault(row, {})
         for suffix, kw in PROTOCOLS.items():
-            r[f"A.D.{suffix}"], r[f"A.I.{suffix}"] = relevance.average_drop_increase(model, x, m, layout=layout, **kw)
-        M = relevance.mask_like(m, x.shape, layout)
-        parts = {"kept": inside | True, **({"kept (object)": inside, "kept (clutter)": ~inside} if boxes is not None
-                                           else {})}
+            r[f"A.D.{suffix}"], r[f"A.I.{suffix}"] = rv.average_drop_increase(model, x, m, layout=layout, **kw)
         for key, w in parts.items():
             xw = x * w[None, :, None]
-            r[key] = 100 * float(np.mean((xw * M).sum((0, 2, 3, 4)) / np.maximum(xw.sum((0, 2, 3, 4)), 1e-12)))
+            kept = (xw * rv.mask_like(m, x.shape, layout)).sum((0, 2, 3, 4)) / np.maximum(xw.sum((0, 2, 3, 4)), 1e-12)
+            r[key] = 100 * float(kept.mean())
     return out
 
 
-def _fit(model, train_set, seed, epochs, T, lr, log, loader=None, batch_size=32):
-    """Adam + cosine (appendix C.3) on 80 % of ``train_set``, the epoch kept by accuracy on the other 20 %
-    (``validation_split``, seeded); ``loader(train_subset)`` replaces the plain frames (augmentation)."""
-    from data_tools.datasets import validation_split
-    from data_tools.loader import DataLoader
-    from .. import train
+def _train(model, train_set, seed, epochs, T, log, loader=None):
+    """Adam + cosine (appendix C.3), lr 3e-3, batches of 32, on 80 % of ``train_set``; the epoch kept by accuracy on
+    the other 20 % (``validation_split``, seeded). ``loader(subset)``: augmented batches. Returns the 80 %."""
     tr, va = validation_split(train_set, 0.2, seed)
-    tr_loader = loader(tr) if loader else DataLoader(tr, batch_size, T, rng=np.random.default_rng(seed))
-    train.fit(model, tr_loader, DataLoader(va, 128, T, shuffle=False), epochs=epochs, lr=lr, log=log)
+    tr_loader = loader(tr) if loader else DataLoader(tr, 32, T, rng=np.random.default_rng(seed))
+    train.fit(model, tr_loader, DataLoader(va, 128, T, shuffle=False), epochs=epochs, lr=3e-3, log=log)
     return tr
 
 
-def _accuracy(model, ds, T):
-    from data_tools.loader import DataLoader
-    from .. import train
-    return train.evaluate(model, DataLoader(ds, 128, T, shuffle=False))["accuracy"]
-
-
 def run_table1(dataset, seed, quick=False, log=None, T=6, epochs=6, cfg=(16, "P", 32, "P", 64, "P")):
-    """One training seed of Table 1 in miniature: a three-block VGG-SNN (``models.VGGSNN(cfg)``: LIF τ = 2,
-    the closest to the paper's Spike-VGG11 that fits the time budget) trained on ``dataset`` (epoch kept on a
-    validation split), then :func:`faithfulness` on its test set (fixed, dataset seed 0).
-    Returns {row: metrics} and {"model": {"accuracy": test accuracy}}."""
-    from data_tools.datasets import load
-    from data_tools.loader import DataLoader
-    from .. import models
-    n = (40, 16) if quick else (2000, 500) if dataset == "fashion" else (None, None)
-    train_set, test_set = load(dataset, 0, *n)
+    """One training seed of Table 1 in miniature: a three-block VGG-SNN (LIF τ = 2; the nearest to the paper's
+    Spike-VGG11 that fits the time budget) trained on ``dataset`` (:func:`_train`), then :func:`faithfulness` on its
+    whole test set (the data fixed: dataset seed 0). Returns {row: metrics, "model": {"accuracy": test accuracy}}."""
+    train_set, test_set = load(dataset, 0, *(40, 16) if quick else (2000, 500) if dataset == "fashion" else (None,) * 2)
     T, epochs, cfg = (2, 1, (4, "P", 8, "P")) if quick else (T, epochs, cfg)
-    W, H, P = train_set.sensor_size
+    _, H, P = train_set.sensor_size
     model = models.VGGSNN(len(train_set.classes), P, H, cfg=cfg, rng=np.random.default_rng(seed))
-    _fit(model, train_set, seed, epochs, T, 3e-3, log)
+    _train(model, train_set, seed, epochs, T, log)
     x, _ = next(iter(DataLoader(test_set, len(test_set), T, shuffle=False)))
     out = faithfulness(model, x, getattr(test_set, "boxes", None), rng=np.random.default_rng(seed))
     return {**out, "model": {"accuracy": _accuracy(model, test_set, T)}}
+
+
+def _accuracy(model, ds, T):
+    return train.evaluate(model, DataLoader(ds, 128, T, shuffle=False))["accuracy"]
 
 
 POLICIES = {"none": None, "EventDrop": "eventdrop", "NDA": {"drop": None, "mix_prob": 0.0},
@@ -393,60 +363,47 @@ POLICIES = {"none": None, "EventDrop": "eventdrop", "NDA": {"drop": None, "mix_p
             "EventRPG (CAM drop)": {"drop": "cam"}, "EventRPG": {}}
 
 
-def run_augment(dataset, seed, quick=False, log=None, n_train=250, epochs=30, T=6, width=8, policies=POLICIES):
-    """One training seed of Tables 3-5 in miniature: ConvSNN (``width``) trained for ``epochs`` on ``n_train``
-    samples (80 % train, 20 % validation to keep the best epoch) under each of ``policies``: no augmentation,
-    EventDrop (``augment.random_eventdrop``), NDA (the geometric ops alone), RPGDrop alone (identity or RPGDrop
-    per batch), RPGMix alone (with probability 0.5), EventRPG with CAM-guided drop, EventRPG.  Same seed, initial
-    weights and data for all.  MotionDVS's classes are directions: no flips or rotations there.  Returns
-    {policy: {"accuracy": test, "train accuracy": the kept model on its clean training frames, "gap": their
-    difference}} (an over-fitting baseline shows a gap)."""
-    from data_tools.datasets import load
-    from data_tools.loader import DataLoader
-    from .. import models
+def run_augment(dataset, seed, quick=False, log=None, n_train=250, epochs=30, T=6, width=8):
+    """One training seed of Tables 3-5 in miniature: ConvSNN(``width``) for ``epochs`` on ``n_train`` samples (80 % to
+    train, 20 % to keep the best epoch: :func:`_train`) under each of ``POLICIES``: none, EventDrop
+    (``augment.random_eventdrop``), NDA (the geometric ops alone), RPGDrop alone (identity or RPGDrop per batch),
+    RPGMix alone (probability 0.5), EventRPG with CAM-guided drop, EventRPG; the same seed, initial weights and data
+    for all; no flips or rotations for MotionDVS (its classes are directions). Returns {policy: {"accuracy": test,
+    "train accuracy": the kept model on its clean training frames, "gap": train − test}}."""
     n_train, epochs, T, width = (30, 1, 2, 2) if quick else (n_train, epochs, T, width)
-    train_set, test_set = load(dataset, 0, n_train, (16 if quick else 200) if dataset == "motion" else 16 if quick else None)
+    train_set, test_set = load(dataset, 0, n_train, 16 if quick else 200 if dataset == "motion" else None)
     ops = tuple(o for o in augment.NDA_OPS if dataset != "motion" or o not in ("flip_x", "rotate"))
-    W, H, P = train_set.sensor_size
-    out = {}
-    for name, kw in policies.items():
+    (_, H, P), out = train_set.sensor_size, {}
+    for name, kw in POLICIES.items():
         model, rng = models.ConvSNN(len(train_set.classes), P, H, width, rng=np.random.default_rng(seed)), \
             np.random.default_rng(seed)
-        loader = None if kw is None else (
-            (lambda ds: DataLoader(ds, 32, T, rng=rng, transform=augment.random_eventdrop)) if kw == "eventdrop" else
-            (lambda ds: EventRPGLoader(ds, 32, T, model, rng, **{"ops": ops, **kw})))
-        tr = _fit(model, train_set, seed, epochs, T, 3e-3, log, loader)
+        loader = None if kw is None else (lambda ds: DataLoader(ds, 32, T, rng=rng, transform=augment.random_eventdrop)
+                                          ) if kw == "eventdrop" else (
+            lambda ds: EventRPGLoader(ds, 32, T, model, rng, **{"ops": ops, **kw}))
+        tr = _train(model, train_set, seed, epochs, T, log, loader)
         acc, train_acc = _accuracy(model, test_set, T), _accuracy(model, tr, T)
         out[name] = {"accuracy": acc, "train accuracy": train_acc, "gap": train_acc - acc}
     return out
 
 
-OBJECT, ACTION = ("digits", "clutter"), ("motion",)
-EXPERIMENTS = {**{f"EventRPG-table1-{d}": partial(run_table1, d) for d in OBJECT + ACTION},
+EXPERIMENTS = {**{f"EventRPG-table1-{d}": partial(run_table1, d) for d in ("digits", "clutter", "motion")},
                **{f"EventRPG-augment-{d}": partial(run_augment, d) for d in ("digits", "motion")}}
-_QUOTE = {"digits": "On object recognition task, our method achieves the best performance in terms of A.I. and A.D. on "
-          "large datasets including N-Caltech101 and CIFAR10DVS", "motion": "In terms of action recognition task, "
-          "methods with spiking relevance propagation outperform other methods significantly"}
-CLAIMS = [Claim("EventRPG", "Table 1" if base != "random" else "§5.1.1 (sanity row, not in Table 1)",
-                _QUOTE["motion" if d in ACTION else "digits"] if base != "random" else "The higher the A.I. and the "
-                "lower the A.D., the better the attention map explains the model's attention.",
+_SAYS = {"object": ("Table 1", "On object recognition task, our method achieves the best performance in terms of A.I. and A.D."),
+         "action": ("Table 1", "methods with spiking relevance propagation outperform other methods significantly"),
+         "random": ("§5.1.1 (sanity row)", "The higher the A.I. and the lower the A.D., the better the attention map"),
+         "digits": ("Table 3", "EventRPG achieves state-of-the-art performance on N-Caltech101 and CIFAR10-DVS"),
+         "motion": ("Table 4", "our method achieves best results compared with other reproduced augmentation methods")}
+CLAIMS = [Claim("EventRPG", *_SAYS["random" if base == "random" else "action" if d == "motion" else "object"],
                 f"EventRPG-table1-{d}", metric, base, method, direction)
-          for d in OBJECT + ACTION for method in ("SLRP saliency", "SLTRP saliency")
+          for d in ("digits", "clutter", "motion") for method in ("SLRP saliency", "SLTRP saliency")
           for base in ("SAM", "Grad-CAM", "Grad-CAM++", "random") for metric, direction in (("A.I.", 1), ("A.D.", -1))]
-CLAIMS += [Claim("EventRPG", where, quote, f"EventRPG-augment-{d}", "accuracy", base, "EventRPG")
-           for d, where, quote in (("digits", "Table 3", "EventRPG achieves state-of-the-art performance on N-Caltech101 "
-                                    "and CIFAR10-DVS datasets"), ("motion", "Table 4", "On DVSGesture dataset, our method "
-                                    "achieves best results compared with other reproduced augmentation methods under "
-                                    "the same training settings")) for base in ("none", "EventDrop", "NDA")]
+CLAIMS += [Claim("EventRPG", *_SAYS[d], f"EventRPG-augment-{d}", "accuracy", base, "EventRPG")
+           for d in ("digits", "motion") for base in ("none", "EventDrop", "NDA")]
 
 
 def table(kind="table1", seeds=3, quick=False, log=None):
-    """Table 1 (``kind="table1"``) or Tables 3-5 (``"augment"``) in miniature, as Markdown: every arm and metric
-    of each dataset's experiment, mean ± 95 % CI over training seeds 0 … ``seeds`` − 1 (Student's t). Adds
-    FashionDVS to Table 1 when its files exist.  ``python -m minisnn eventrpg --table1`` / ``--augment``."""
-    from pathlib import Path
-    from data_tools.datasets import FashionDVS
-    from ..claims import mean_ci
+    """``python -m minisnn eventrpg --table1`` / ``--augment``: every arm and metric of Table 1 (FashionDVS added when its
+    files exist) or Tables 3-5 in miniature, mean ± 95 % CI over training seeds 0 … ``seeds`` − 1, as Markdown."""
     runs = {k: f for k, f in EXPERIMENTS.items() if f"-{kind}-" in k}
     if kind == "table1" and Path(FashionDVS.default_root).is_dir():
         runs["EventRPG-table1-fashion"] = partial(run_table1, "fashion")
@@ -454,12 +411,11 @@ def table(kind="table1", seeds=3, quick=False, log=None):
     for name, fn in runs.items():
         res = [fn(seed, quick, log) for seed in range(seeds)]
         metrics = list(dict.fromkeys(m for arm in res[0].values() for m in arm))
-        lines += ["", f"{name}: mean ± 95 % CI over {seeds} seeds" + (" (quick: not evidence)" if quick else ""), "",
+        lines += [f"\n{name}: mean ± 95 % CI over {seeds} seeds{' (quick: not evidence)' * quick}\n",
                   "| arm | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-        for arm, ms in res[0].items():          # accuracies as %, A.D./A.I./kept are % already
-            cells = [mean_ci([r[arm][m] * (1 if m[0] in "AK" or "kept" in m else 100) for r in res]) if m in ms
-                     else None for m in metrics]
-            lines.append(f"| {arm} | " + " | ".join("—" if c is None else f"{c[0]:.1f} ± {c[1]:.1f}" for c in cells)
-                         + " |")
+        for arm, ms in res[0].items():
+            cells = ["%.1f ± %.1f" % mean_ci([r[arm][m] * (100 if "acc" in m or m == "gap" else 1) for r in res])
+                     if m in ms else "—" for m in metrics]
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     print("\n".join(lines), flush=True)
     return "\n".join(lines)
