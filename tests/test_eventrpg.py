@@ -394,7 +394,7 @@ def test_cluttered_digits_put_distractors_outside_the_digit_box():
         rest = img.copy()
         rest[y0:y1 + 1, x0:x1 + 1] = 0
         outside.append(rest.sum() / img.sum())
-    assert 0.1 < np.median(outside) < 0.5                              # distractors: a real share of the ink
+    assert 0.3 < np.median(outside) < 0.5     # three whole 7 x 7 crops outside the box (measured 0.41; touching: 0.21)
     test = datasets.ClutteredDigitsDVS(train=False)
     idx = np.sort(datasets.stratified_split(labels, 0.2, 0)[1])
     np.testing.assert_array_equal(test.boxes, np.minimum(boxes[idx] + [0, 0, 7, 7], 33))

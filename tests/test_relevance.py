@@ -538,9 +538,10 @@ def test_saliency_masks_out_the_evidence_for_another_class_average_increase():
         assert ai == 0.0 and ad > 20
 
 
-def test_time_indexed_mask_by_hand():
+def test_time_indexed_mask_and_protocol_options_by_hand():
     """A per-step map [T, N, h, w] (T = 2): ``aggregate=""`` masks frame t with map t (both normalised together per
-    sample), ``aggregate="T"`` (default) with their sum; the probabilities of logits = mean_t W·x_t by hand."""
+    sample), ``aggregate="T"`` (default) with their sum; the probabilities of logits = mean_t W·x_t by hand.
+    Negative values kept or clipped; min-max before or after the bilinear upsampling."""
     m = nn.Sequential(nn.Flatten(2), nn.Linear(4, 2, bias=False))
     m[1].weight.data = np.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
     x = np.array([[1.0, 2.0, 1.0, 1.0], [3.0, 0.0, 1.0, 2.0]]).reshape(2, 1, 1, 2, 2)
@@ -555,6 +556,14 @@ def test_time_indexed_mask_by_hand():
     for kw, o in (({"aggregate": ""}, o_step), ({}, o_sum)):
         ad, ai = rv.average_drop_increase(m, x, maps, target=np.zeros(1, int), **kw)
         assert abs(ad - 100 * max(y - o, 0) / y) < 1e-9 and ai == 100 * (o > y)
+    signed = np.array([[-1.0, 0.0], [1.0, 3.0]]).reshape(1, 2, 2)          # [N, h, w]: negatives kept or clipped
+    np.testing.assert_allclose(rv.mask_like(signed, x.shape)[0, 0, 0], [[0, 0.25], [0.5, 1]])
+    np.testing.assert_allclose(rv.mask_like(signed, x.shape, clip=True)[0, 0, 0], [[0, 0], [1 / 3, 1]])
+    peak = np.zeros((1, 3, 3))
+    peak[0, 1, 1] = 1.0               # upsampled 3x3 -> 4x4, no output pixel sits on the peak: min-max first (the
+    norm_first = rv.mask_like(peak, (1, 1, 1, 4, 4))[0, 0, 0]                            # reference) keeps it < 1
+    np.testing.assert_allclose(norm_first, rv.resize(peak[0], (4, 4)))
+    assert norm_first.max() < 0.5 and rv.mask_like(peak, (1, 1, 1, 4, 4), order="resize").max() == 1
     with pytest.raises(ValueError, match="aggregate"):
         rv.mask_like(maps, x.shape, aggregate="X")
 
