@@ -588,17 +588,14 @@ LAYOUTS = ("TNPHW", "TNHW", "NPHW", "NHW")
 
 
 def mask_like(maps, x_shape, layout=None, normalized=False, aggregate="T", clip=False, order="norm"):
-    """A map as a mask M broadcastable to the input [T, N, P, H, W] (§5.1.1), with singleton T / P axes where the map
-    has none. The protocol, each choice selectable (defaults first):
-
-    ``aggregate`` the axes summed before masking: "T" (a time-resolved map becomes one map per sample, so SLRP and
-    SLTRP maps are scored alike), "" (per step: frame t masked by map t), "TP" (also over polarity);
-    ``clip`` False keeps negative relevance (the per-sample min-max to [0, 1] sends the most negative value to 0, zero
-    relevance to a middle grey), True sets it to 0 first;
-    ``order`` "norm": min-max, then bilinear upsampling to H × W (the reference's order), or "resize" first.
-    ``layout`` names the map's axes (one of LAYOUTS); if None it is inferred from the shape, and a 4-D map that
-    fits both [T, N, h, w] and [N, P, h, w] raises ValueError asking for it. ``normalized``: ``maps`` are a mask.
-    """
+    """A map as a mask M broadcastable to the input [T, N, P, H, W] (§5.1.1; singleton T / P axes where the map has
+    none). The protocol, each choice selectable (defaults first): ``aggregate`` the axes summed before masking: "T"
+    (one map per sample, so SLRP and SLTRP maps are scored alike), "" (per step: frame t masked by map t), "TP";
+    ``clip`` False keeps negative relevance (the per-sample min-max to [0, 1] sends the most negative value to 0 and
+    zero relevance to a middle grey), True sets it to 0 first; ``order`` "norm": min-max, then bilinear upsampling
+    to H × W (the reference's order), or "resize" first.  ``layout`` names the map's axes (one of LAYOUTS); if None
+    it is inferred from the shape, and a 4-D map that fits both [T, N, h, w] and [N, P, h, w] raises ValueError
+    asking for it. ``normalized``: ``maps`` are a mask already."""
     T, N, P, H, W = x_shape
     maps = np.asarray(maps)
     lead = {"TNPHW": (T, N, P), "TNHW": (T, N), "NPHW": (N, P), "NHW": (N,)}
@@ -610,8 +607,7 @@ def mask_like(maps, x_shape, layout=None, normalized=False, aggregate="T", clip=
     if layout not in LAYOUTS or maps.ndim != len(layout) or maps.shape[:len(lead[layout])] != lead[layout]:
         raise ValueError(f"maps of shape {maps.shape} do not match layout {layout!r} for input {x_shape}")
     if not set(aggregate) <= set("TP") or order not in ("norm", "resize"):
-        raise ValueError(f"aggregate must be '', 'T', 'P' or 'TP' and order 'norm' or 'resize', got {aggregate!r}, "
-                         f"{order!r}")
+        raise ValueError(f"aggregate must be '', 'T', 'P' or 'TP', order 'norm' or 'resize': {aggregate!r}, {order!r}")
     for a in "" if normalized else aggregate:
         if a in layout:
             maps, layout = maps.sum(layout.index(a)), layout.replace(a, "")

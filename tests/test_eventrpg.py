@@ -10,6 +10,7 @@ from minisnn import models, nn
 from minisnn.methods import eventrpg as E
 
 SENSOR = (34, 34, 2)
+OPS = augment.NDA_OPS + ("rpg_drop",)          # the policy's 10 ops (§4.4, Fig. 3)
 
 
 def uniform_events(n, rng, p=None, xy=(0, 34), t_max=10**6):
@@ -227,7 +228,7 @@ def test_policy_is_reproducible_and_keeps_labels_without_mix():
     # ``ops`` restricts the geometric ops (a constant saliency normalises to 0: RPGDrop drops nothing)
     flat = lambda x, t: np.full((x.shape[1], 2, 34, 34), 0.5)   # noqa: E731
     only_id = E.EventRPG(tiny_model(), SENSOR, 4, mix_prob=0.0, ops=("identity",), saliency_fn=flat)
-    assert only_id.OPS == ("identity", "rpg_drop") and len(E.EventRPG.OPS) == 10
+    assert only_id.OPS == ("identity", "rpg_drop") and E.EventRPG(tiny_model(), SENSOR, 4).OPS == OPS
     for seed in range(6):
         np.testing.assert_array_equal(only_id(events, labels, np.random.default_rng(seed))[0], only_id.frames(events))
 
@@ -235,7 +236,7 @@ def test_policy_is_reproducible_and_keeps_labels_without_mix():
 def test_policy_rpg_drop_hits_the_whole_batch_where_salient():
     events, labels = batch(3)
     pol = E.EventRPG(tiny_model(), SENSOR, 4, mix_prob=0.0, saliency_fn=left_map, cam_fn=left_map)
-    seed = next(s for s in range(200) if E.EventRPG.OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
+    seed = next(s for s in range(200) if OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
     frames, _ = pol(events, labels, np.random.default_rng(seed))
     assert pol.last_op == "rpg_drop"
     orig = pol.frames(events)
@@ -258,7 +259,7 @@ def test_policy_with_relevance_maps(mode):
     assert sal.shape == ((4, 2, 34, 34) if mode == "slrp" else (4, 2, 4, 34, 34))
     assert cam.shape[0] == 4 and cam.shape[-2:] == (17, 17)         # the LIF before the final pool
     assert np.all(np.abs(sal).reshape(4, -1).sum(1) > 0)
-    seed = next(s for s in range(200) if E.EventRPG.OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
+    seed = next(s for s in range(200) if OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
     model.train()
     pol.mix_prob = 0.0
     frames, _ = pol(events, labels, np.random.default_rng(seed))
@@ -324,7 +325,7 @@ def test_policy_variants_cam_guided_drop_nda_and_rpgmix_alone():
     events, labels = batch(3)
     right = lambda x, t: left_map(x, t)[..., ::-1]     # noqa: E731   a CAM salient on the right half
     pol = E.EventRPG(tiny_model(), SENSOR, 4, mix_prob=0.0, drop="cam", saliency_fn=left_map, cam_fn=right)
-    seed = next(s for s in range(200) if E.EventRPG.OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
+    seed = next(s for s in range(200) if OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
     frames, _ = pol(events, labels, np.random.default_rng(seed))
     orig = pol.frames(events)
     assert pol.last_op == "rpg_drop" and frames[..., :17].sum() == orig[..., :17].sum()     # the CAM guided it
@@ -356,7 +357,8 @@ def test_faithfulness_rows_metrics_and_kept_share_by_hand():
     boxes = np.array([[0, 0, 16, 33]] * 6)                          # "object": the left half
     out = E.faithfulness(spiking_tiny_model(), x, boxes, rng=np.random.default_rng(0))
     assert list(out) == list(E.TABLE1_ROWS)
-    want = {f"A.{k}.{p}" for k in "DI" for p in E.PROTOCOLS} | {"kept", "kept (object)", "kept (clutter)"}
+    want = {f"A.{k}.{p}" for k in "DI" for p in E.PROTOCOLS} | {f"kept{b}{c}" for b in ("", " (object)", " (clutter)")
+                                                                for c in ("", " clipped")}
     assert all(set(r) == want and np.all(np.isfinite(list(r.values()))) for r in out.values())
     counts = x.sum((0, 2))
     mask = counts / counts.reshape(6, -1).max(1)[:, None, None]     # counts' min is 0: min-max = / max
@@ -366,7 +368,9 @@ def test_faithfulness_rows_metrics_and_kept_share_by_hand():
     left[..., :17] = 1
     r = out["event count"]
     for key, w in (("kept", np.ones_like(left)), ("kept (object)", left), ("kept (clutter)", 1 - left)):
-        assert abs(r[key] - kept(w)) < 1e-4, key                   # float32 frames
+        assert abs(r[key] - kept(w)) < 1e-4 and r[key + " clipped"] == r[key], key     # float32; counts are >= 0
+    s = out["SLRP saliency"]                               # clipping negative relevance keeps fewer events
+    assert s["kept clipped"] < s["kept"]
     assert abs(out["random"]["kept"] - 50) < 3
     for row in ("SLRP saliency", "SLRP-CAM", "SLRP-RelCAM", "random", "event count"):   # no T axis: per step = default
         assert out[row]["A.D. per step"] == out[row]["A.D."]

@@ -32,10 +32,8 @@ def to_sensor(maps, sensor_size):
     sensor comes from frames padded to a square before resizing (appendix C: N-Cars 120 x 100 -> 120 x 120, centred
     as ``frames.pad_crop``): it is resized to S x S, S = max(W, H), and the padding cut off."""
     W, H, _ = check_sensor_size(sensor_size)
-    maps = np.asarray(maps)
-    if maps.shape[-1] != maps.shape[-2] or W == H:
-        return relevance.resize(maps, (H, W))
-    return pad_crop(relevance.resize(maps, (max(W, H),) * 2), (H, W))
+    S = max(W, H) if np.shape(maps)[-1] == np.shape(maps)[-2] else None      # a square map: undo the padding
+    return pad_crop(relevance.resize(maps, (S, S)), (H, W)) if S else relevance.resize(maps, (H, W))
 
 
 def _drop_map(saliency, sensor_size):
@@ -208,7 +206,6 @@ class EventRPG:
     relevance defaults; ``input_transform(frames) -> model input`` if the model sees resized frames.
     NDA = ``drop=None, mix_prob=0``; RPGMix alone = ``ops=("identity",), drop=None``.
     """
-    OPS = augment.NDA_OPS + ("rpg_drop",)
 
     def __init__(self, model, sensor_size, n_frames, n_classes=None, mix_prob=0.5, theta_range=(0.5, 1.0),
                  mode="slrp", cam_layer=None, use_labels=True, split_by="number", input_transform=None,
@@ -222,9 +219,8 @@ class EventRPG:
         self.n_classes = n_classes if n_classes is not None else [m for m in model.modules()
                                                                   if hasattr(m, "out_features")][-1].out_features
         self.cam_layer, self.use_labels, self.split_by, self.std_ratio = cam_layer, use_labels, split_by, std_ratio
-        self.input_transform = input_transform
         self.saliency_fn, self.cam_fn = saliency_fn or self._saliency, cam_fn or self._cam
-        self.last_op, self.last_sigma, self.drop = None, None, drop
+        self.last_op, self.last_sigma, self.drop, self.input_transform = None, None, drop, input_transform
         self.OPS = tuple(augment.NDA_OPS if ops is None else ops) + (("rpg_drop",) if drop else ())
         if drop not in ("saliency", "cam", None) or not self.OPS:
             raise ValueError(f"drop must be 'saliency', 'cam' or None and ops non-empty, got {drop!r}, {ops!r}")
@@ -251,10 +247,8 @@ class EventRPG:
         targets = labels if self.use_labels else None
         self.last_op, self.last_sigma = self.OPS[rng.integers(len(self.OPS))], None
         if self.last_op == "rpg_drop":
-            x = self.frames(batch_events)
-            maps = (self.saliency_fn(x, targets) if self.drop == "saliency" else     # CAMs: [N, (T,) h, w]
-                    [c if c.ndim == 2 else c[None] for c in self.cam_fn(x, targets)])
-            sal = relevance.normalize(np.asarray(maps, np.float64))
+            maps = (self.saliency_fn if self.drop == "saliency" else self.cam_fn)(self.frames(batch_events), targets)
+            sal = relevance.normalize(np.asarray(maps if self.drop == "saliency" else maps[:, None], np.float64))
             events = [rpg_drop(e, s, self.sensor_size, rng.uniform(*self.theta_range), rng, self.split_by)
                       for e, s in zip(batch_events, sal)]
         else:
@@ -300,21 +294,19 @@ PROTOCOLS = {"": {}, " per step": {"aggregate": ""}, " clipped": {"clip": True}}
 
 
 def faithfulness(model, x, boxes=None, layer=None, rng=None):
-    """Table 1 in miniature, {row: {metric: value}}, for frames ``x`` [T, N, P, H, W] and maps of the predicted class.
-    Rows: SAM, Grad-CAM(++), RelCAM and CAM at ``layer`` (default: the spike map before the final pooling, the
-    reference's ``feature_map``), the saliency maps, and two sanity rows the paper lacks: a uniform random map and
-    the event count map.  Metrics: A.D. ↓ and A.I. ↑ in % (:func:`relevance.average_drop_increase`) under the default
-    protocol of :func:`relevance.mask_like` and each variant of ``PROTOCOLS`` (suffix); "kept": the share of the
-    input's events the default mask keeps, mean_n Σ x·M / Σ x in %; with ``boxes`` [N, 4] (the object, inclusive
-    pixel bounds) also that share inside ("kept (object)") and outside ("kept (clutter)") the box."""
+    """Table 1 in miniature, {row: {metric: value}}, for frames ``x`` [T, N, P, H, W] and maps of the predicted class:
+    SAM, Grad-CAM(++), RelCAM, CAM at ``layer`` (default: the spike map before the final pooling, the reference's
+    ``feature_map``), the saliency maps, and two sanity rows the paper lacks: a uniform random map, the event counts.
+    A.D. ↓, A.I. ↑ in % (:func:`relevance.average_drop_increase`; default protocol of :func:`relevance.mask_like`,
+    and each of ``PROTOCOLS``: suffix); "kept": mean_n Σ x·M / Σ x in % (default and clipped mask M); with ``boxes``
+    [N, 4] (the object, inclusive pixel bounds) also that share inside ("kept (object)") and outside ("(clutter)")."""
     rv, rng = relevance, np.random.default_rng(0) if rng is None else rng
-    maps = {name: (fn(model, x, layer), "TNHW") for name, fn in (("SAM", rv.sam), ("Grad-CAM", rv.grad_cam),
-                                                                 ("Grad-CAM++", rv.grad_cam_pp))}
-    for mode, t in (("slrp", ""), ("sltrp", "T")):
-        maps.update({f"{mode.upper()}-RelCAM": (rv.relcam(model, x, layer, mode=mode), t + "NHW"),
-                     f"{mode.upper()}-CAM": (rv.cam(model, x, layer, mode=mode), t + "NHW"),
-                     f"{mode.upper()} saliency": (rv.saliency(model, x, mode=mode), t + "NPHW")})
-    maps["random"], maps["event count"] = (rng.random((x.shape[1],) + x.shape[-2:]), "NHW"), (x.sum((0, 2)), "NHW")
+    maps = {"SAM": (rv.sam(model, x, layer), "TNHW"), "Grad-CAM": (rv.grad_cam(model, x, layer), "TNHW"),
+            "Grad-CAM++": (rv.grad_cam_pp(model, x, layer), "TNHW"), "event count": (x.sum((0, 2)), "NHW"),
+            "random": (rng.random((x.shape[1],) + x.shape[-2:]), "NHW")}
+    for mode, t, M in (("slrp", "", "SLRP"), ("sltrp", "T", "SLTRP")):
+        maps |= {f"{M}-RelCAM": (rv.relcam(model, x, layer, mode=mode), t + "NHW"), f"{M} saliency": (rv.saliency(
+            model, x, mode=mode), t + "NPHW"), f"{M}-CAM": (rv.cam(model, x, layer, mode=mode), t + "NHW")}
     inside = np.zeros(x.shape[1:2] + x.shape[-2:], bool)
     for n, (x0, y0, x1, y1) in enumerate([] if boxes is None else boxes):
         inside[n, y0:y1 + 1, x0:x1 + 1] = True
@@ -324,20 +316,22 @@ def faithfulness(model, x, boxes=None, layer=None, rng=None):
         (m, layout), r = maps[row], out.setdefault(row, {})
         for suffix, kw in PROTOCOLS.items():
             r[f"A.D.{suffix}"], r[f"A.I.{suffix}"] = rv.average_drop_increase(model, x, m, layout=layout, **kw)
-        for key, w in parts.items():
-            xw = x * w[None, :, None]
-            kept = (xw * rv.mask_like(m, x.shape, layout)).sum((0, 2, 3, 4)) / np.maximum(xw.sum((0, 2, 3, 4)), 1e-12)
-            r[key] = 100 * float(kept.mean())
+        for suffix, clip in (("", False), (" clipped", True)):
+            M = rv.mask_like(m, x.shape, layout, clip=clip)
+            for key, w in parts.items():
+                xw = x * w[None, :, None]
+                r[key + suffix] = 100 * float(np.mean((xw * M).sum((0, 2, 3, 4)) / xw.sum((0, 2, 3, 4)).clip(1e-9)))
     return out
 
 
-def _train(model, train_set, seed, epochs, T, log, loader=None):
+def _train(model, train_set, test_set, seed, epochs, T, log, loader=None):
     """Adam + cosine (appendix C.3), lr 3e-3, batches of 32, on 80 % of ``train_set``; the epoch kept by accuracy on
-    the other 20 % (``validation_split``, seeded). ``loader(subset)``: augmented batches. Returns the 80 %."""
+    the other 20 % (``validation_split``, seeded); ``loader(subset)``: augmented batches. Returns the kept model's
+    accuracies on those 80 % (clean frames) and on ``test_set``."""
     tr, va = validation_split(train_set, 0.2, seed)
     tr_loader = loader(tr) if loader else DataLoader(tr, 32, T, rng=np.random.default_rng(seed))
     train.fit(model, tr_loader, DataLoader(va, 128, T, shuffle=False), epochs=epochs, lr=3e-3, log=log)
-    return tr
+    return [train.evaluate(model, DataLoader(ds, 128, T, shuffle=False))["accuracy"] for ds in (tr, test_set)]
 
 
 def run_table1(dataset, seed, quick=False, log=None, T=6, epochs=6, cfg=(16, "P", 32, "P", 64, "P")):
@@ -348,14 +342,10 @@ def run_table1(dataset, seed, quick=False, log=None, T=6, epochs=6, cfg=(16, "P"
     T, epochs, cfg = (2, 1, (4, "P", 8, "P")) if quick else (T, epochs, cfg)
     _, H, P = train_set.sensor_size
     model = models.VGGSNN(len(train_set.classes), P, H, cfg=cfg, rng=np.random.default_rng(seed))
-    _train(model, train_set, seed, epochs, T, log)
+    accuracy = _train(model, train_set, test_set, seed, epochs, T, log)[1]
     x, _ = next(iter(DataLoader(test_set, len(test_set), T, shuffle=False)))
     out = faithfulness(model, x, getattr(test_set, "boxes", None), rng=np.random.default_rng(seed))
-    return {**out, "model": {"accuracy": _accuracy(model, test_set, T)}}
-
-
-def _accuracy(model, ds, T):
-    return train.evaluate(model, DataLoader(ds, 128, T, shuffle=False))["accuracy"]
+    return {**out, "model": {"accuracy": accuracy}}
 
 
 POLICIES = {"none": None, "EventDrop": "eventdrop", "NDA": {"drop": None, "mix_prob": 0.0},
@@ -364,12 +354,11 @@ POLICIES = {"none": None, "EventDrop": "eventdrop", "NDA": {"drop": None, "mix_p
 
 
 def run_augment(dataset, seed, quick=False, log=None, n_train=250, epochs=30, T=6, width=8):
-    """One training seed of Tables 3-5 in miniature: ConvSNN(``width``) for ``epochs`` on ``n_train`` samples (80 % to
-    train, 20 % to keep the best epoch: :func:`_train`) under each of ``POLICIES``: none, EventDrop
-    (``augment.random_eventdrop``), NDA (the geometric ops alone), RPGDrop alone (identity or RPGDrop per batch),
-    RPGMix alone (probability 0.5), EventRPG with CAM-guided drop, EventRPG; the same seed, initial weights and data
-    for all; no flips or rotations for MotionDVS (its classes are directions). Returns {policy: {"accuracy": test,
-    "train accuracy": the kept model on its clean training frames, "gap": train − test}}."""
+    """One training seed of Tables 3-5 in miniature: ConvSNN(``width``) for ``epochs`` on ``n_train`` samples
+    (:func:`_train`) under each of ``POLICIES``: none, EventDrop (``augment.random_eventdrop``), NDA (the geometric ops
+    alone), RPGDrop alone (identity or RPGDrop per batch), RPGMix alone (probability 0.5), EventRPG with CAM-guided
+    drop, EventRPG; the same seed, initial weights and data for all; no flips or rotations for MotionDVS (its
+    classes are directions). Returns {policy: {"accuracy" (test), "train accuracy", "gap" (train − test)}}."""
     n_train, epochs, T, width = (30, 1, 2, 2) if quick else (n_train, epochs, T, width)
     train_set, test_set = load(dataset, 0, n_train, 16 if quick else 200 if dataset == "motion" else None)
     ops = tuple(o for o in augment.NDA_OPS if dataset != "motion" or o not in ("flip_x", "rotate"))
@@ -377,18 +366,17 @@ def run_augment(dataset, seed, quick=False, log=None, n_train=250, epochs=30, T=
     for name, kw in POLICIES.items():
         model, rng = models.ConvSNN(len(train_set.classes), P, H, width, rng=np.random.default_rng(seed)), \
             np.random.default_rng(seed)
-        loader = None if kw is None else (lambda ds: DataLoader(ds, 32, T, rng=rng, transform=augment.random_eventdrop)
-                                          ) if kw == "eventdrop" else (
-            lambda ds: EventRPGLoader(ds, 32, T, model, rng, **{"ops": ops, **kw}))
-        tr = _train(model, train_set, seed, epochs, T, log, loader)
-        acc, train_acc = _accuracy(model, test_set, T), _accuracy(model, tr, T)
+        loader = (lambda ds: DataLoader(ds, 32, T, rng=rng, transform=augment.random_eventdrop)) if kw == "eventdrop" \
+            else None if kw is None else (lambda ds: EventRPGLoader(ds, 32, T, model, rng, **{"ops": ops, **kw}))
+        train_acc, acc = _train(model, train_set, test_set, seed, epochs, T, log, loader)
         out[name] = {"accuracy": acc, "train accuracy": train_acc, "gap": train_acc - acc}
     return out
 
 
 EXPERIMENTS = {**{f"EventRPG-table1-{d}": partial(run_table1, d) for d in ("digits", "clutter", "motion")},
                **{f"EventRPG-augment-{d}": partial(run_augment, d) for d in ("digits", "motion")}}
-_SAYS = {"object": ("Table 1", "On object recognition task, our method achieves the best performance in terms of A.I. and A.D."),
+_SAYS = {"object": ("Table 1", "On object recognition task, our method achieves the best performance in terms of A.I. "
+                    "and A.D."),
          "action": ("Table 1", "methods with spiking relevance propagation outperform other methods significantly"),
          "random": ("§5.1.1 (sanity row)", "The higher the A.I. and the lower the A.D., the better the attention map"),
          "digits": ("Table 3", "EventRPG achieves state-of-the-art performance on N-Caltech101 and CIFAR10-DVS"),
@@ -402,8 +390,8 @@ CLAIMS += [Claim("EventRPG", *_SAYS[d], f"EventRPG-augment-{d}", "accuracy", bas
 
 
 def table(kind="table1", seeds=3, quick=False, log=None):
-    """``python -m minisnn eventrpg --table1`` / ``--augment``: every arm and metric of Table 1 (FashionDVS added when its
-    files exist) or Tables 3-5 in miniature, mean ± 95 % CI over training seeds 0 … ``seeds`` − 1, as Markdown."""
+    """``python -m minisnn eventrpg --table table1 | augment``: every arm and metric of Table 1 (FashionDVS added
+    when its files exist) or Tables 3-5 in miniature, mean ± 95 % CI over training seeds 0 … ``seeds`` − 1."""
     runs = {k: f for k, f in EXPERIMENTS.items() if f"-{kind}-" in k}
     if kind == "table1" and Path(FashionDVS.default_root).is_dir():
         runs["EventRPG-table1-fashion"] = partial(run_table1, "fashion")
@@ -413,9 +401,8 @@ def table(kind="table1", seeds=3, quick=False, log=None):
         metrics = list(dict.fromkeys(m for arm in res[0].values() for m in arm))
         lines += [f"\n{name}: mean ± 95 % CI over {seeds} seeds{' (quick: not evidence)' * quick}\n",
                   "| arm | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-        for arm, ms in res[0].items():
-            cells = ["%.1f ± %.1f" % mean_ci([r[arm][m] * (100 if "acc" in m or m == "gap" else 1) for r in res])
-                     if m in ms else "—" for m in metrics]
-            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        for arm, ms in res[0].items():        # accuracies in %; A.D., A.I. and kept shares are % already
+            lines.append(f"| {arm} | " + " | ".join("%.1f ± %.1f" % mean_ci([r[arm][m] * (100 if "acc" in m or
+                         m == "gap" else 1) for r in res]) if m in ms else "—" for m in metrics) + " |")
     print("\n".join(lines), flush=True)
     return "\n".join(lines)
