@@ -353,13 +353,14 @@ POLICIES = {"none": None, "EventDrop": "eventdrop", "NDA": {"drop": None, "mix_p
             "EventRPG (CAM drop)": {"drop": "cam"}, "EventRPG": {}}
 
 
-def run_augment(dataset, seed, quick=False, log=None, n_train=250, epochs=30, T=6, width=8):
-    """One training seed of Tables 3-5 in miniature: ConvSNN(``width``) for ``epochs`` on ``n_train`` samples
-    (:func:`_train`) under each of ``POLICIES``: none, EventDrop (``augment.random_eventdrop``), NDA (the geometric ops
+def run_augment(dataset, seed, quick=False, log=None, n_train=None, epochs=30, T=6, width=8):
+    """One training seed of Tables 3-5 in miniature: ConvSNN(``width``) for ``epochs`` on ``n_train`` samples (250
+    digits, 100 MotionDVS clips: small enough to over-fit; :func:`_train`) under each of ``POLICIES``: none, EventDrop (``augment.random_eventdrop``), NDA (the geometric ops
     alone), RPGDrop alone (identity or RPGDrop per batch), RPGMix alone (probability 0.5), EventRPG with CAM-guided
     drop, EventRPG; the same seed, initial weights and data for all; no flips or rotations for MotionDVS (its
     classes are directions). Returns {policy: {"accuracy" (test), "train accuracy", "gap" (train − test)}}."""
-    n_train, epochs, T, width = (30, 1, 2, 2) if quick else (n_train, epochs, T, width)
+    n_train, epochs, T, width = (30, 1, 2, 2) if quick else (n_train or (100 if dataset == "motion" else 250), epochs,
+                                                             T, width)
     train_set, test_set = load(dataset, 0, n_train, 16 if quick else 200 if dataset == "motion" else None)
     ops = tuple(o for o in augment.NDA_OPS if dataset != "motion" or o not in ("flip_x", "rotate"))
     (_, H, P), out = train_set.sensor_size, {}
