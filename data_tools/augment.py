@@ -78,8 +78,8 @@ def _check_ratio(name, value):
 
 
 def _drop_box(events, sensor_size, bw, bh, rng):
-    """Drop the events inside a bw x bh box centred at a uniform point of the sensor and clipped to it, as
-    EventDrop's and EventRPG's code place it (so near an edge less than bw x bh is dropped)."""
+    """Drop the events inside a bw x bh box centred at a uniform point of the sensor and clipped to it, so near an edge
+    less than bw x bh goes (EventDrop's and EventRPG's code shift the box back in at the left and top edges)."""
     w, h, _ = check_sensor_size(sensor_size)
     cx, cy = rng.uniform(0, w), rng.uniform(0, h)
     inside = (np.abs(events["x"] + 0.5 - cx) < bw / 2) & (np.abs(events["y"] + 0.5 - cy) < bh / 2)   # pixel centres
@@ -100,6 +100,8 @@ def drop_by_area(events, sensor_size, ratio, rng):
     """EventDrop by area: drop the events in a W·r x H·r box (EventDrop's code: area r², not r), centre uniform.
 
     For spatially uniform events the expected dropped fraction is (r − r²/4)² (the clipping at the edges).
+    (EventDrop's public code keeps only the events outside both the box's rows and its columns, a cross; like
+    EventRPG's code we drop the box.)
     """
     validate(events, sensor_size)
     _check_ratio("ratio", ratio)

@@ -133,7 +133,7 @@ def validation_split(dataset, fraction=0.2, seed=0):
 
 def digits_images(scale=2.5, margin=4):
     """scikit-learn's 1,797 8x8 digits (0..16) -> 28x28 in [0, 1] laid out like MNIST: bicubic upsampling by
-    ``scale`` to 20x20 (clipped to [0, 1]) centred with a ``margin`` = 4 px margin.  Returns (images, labels)."""
+    ``scale`` (2.5: 20x20, clipped to [0, 1]), centred with a ``margin`` (4 px).  Returns (images, labels)."""
     from scipy.ndimage import zoom
     try:
         from sklearn.datasets import load_digits                 # imported here only: keeps import cheap
@@ -205,8 +205,8 @@ class ClutteredDigitsDVS(_Packed):
         events, offsets, labels, self.sensor_size = _cached(path, lambda: convert_clutter(seed))
         index = np.sort(stratified_split(labels, test_fraction, seed)[0 if train else 1])
         self._set(events, offsets, labels, index)
-        xy = np.random.default_rng(seed).integers(0, 13, (len(labels), 2))[index]   # clutter_images' first draw
-        self.boxes = np.minimum(np.concatenate([xy, xy + 15 + 7], 1), 33)
+        xy = np.random.default_rng(seed).integers(0, 28 - 16 + 1, (len(labels), 2))[index]   # clutter_images' 1st draw
+        self.boxes = np.minimum(np.concatenate([xy, xy + 15 + 7], 1), 33)                      # 16 px + the saccade
 
 
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -333,8 +333,8 @@ class MotionDVS(_Packed):
 
 
 def load(name, seed=0, n_train=None, n_test=None, **kwargs):
-    """(train, test) of an embedded/simulated dataset by name — "digits", "clutter", "motion" or "fashion" — the one
-    place the method comparisons get their data. ``n_train`` / ``n_test`` take seeded subsets (for
+    """(train, test) of an embedded/simulated dataset by name — "digits", "clutter", "motion" or "fashion" — the
+    one place the method comparisons get their data. ``n_train`` / ``n_test`` take seeded subsets (for
     "motion" they are the numbers of clips simulated); ``kwargs`` go to the dataset (e.g. ``size`` for motion).
     """
     if name == "motion":
