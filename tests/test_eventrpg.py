@@ -407,3 +407,11 @@ def test_cluttered_digits_put_distractors_outside_the_digit_box():
     inside = (ev["x"] >= test.boxes[0, 0]) & (ev["x"] <= test.boxes[0, 2]) & (ev["y"] >= test.boxes[0, 1]) & (
         ev["y"] <= test.boxes[0, 3])
     assert 0.4 < inside.mean() < 0.95                                  # most events are the digit's, not all
+
+
+def test_augment_table_quick_lists_every_policy_with_a_ci():
+    text = E.table("augment", seeds=2, quick=True)
+    assert text.count("mean ± 95 % CI over 2 seeds (quick: not evidence)") == 2     # DigitsDVS and MotionDVS
+    for name in E.POLICIES:
+        assert text.count(f"| {name} | ") == 2
+    assert "| arm | accuracy | train accuracy | gap |" in text
