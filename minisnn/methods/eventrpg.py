@@ -355,10 +355,11 @@ POLICIES = {"none": None, "EventDrop": "eventdrop", "NDA": {"drop": None, "mix_p
 
 def run_augment(dataset, seed, quick=False, log=None, n_train=None, epochs=30, T=6, width=8):
     """One training seed of Tables 3-5 in miniature: ConvSNN(``width``) for ``epochs`` on ``n_train`` samples (250
-    digits, 100 MotionDVS clips: small enough to over-fit; :func:`_train`) under each of ``POLICIES``: none, EventDrop (``augment.random_eventdrop``), NDA (the geometric ops
-    alone), RPGDrop alone (identity or RPGDrop per batch), RPGMix alone (probability 0.5), EventRPG with CAM-guided
-    drop, EventRPG; the same seed, initial weights and data for all; no flips or rotations for MotionDVS (its
-    classes are directions). Returns {policy: {"accuracy" (test), "train accuracy", "gap" (train − test)}}."""
+    digits, 100 MotionDVS clips: few enough to over-fit; :func:`_train`) under each of ``POLICIES``: none, EventDrop
+    (``augment.random_eventdrop``), NDA (the geometric ops alone), RPGDrop alone (identity or RPGDrop per batch),
+    RPGMix alone (probability 0.5), EventRPG with CAM-guided drop, EventRPG; the same seed, initial weights and data
+    for all; no flips or rotations for MotionDVS (its classes are directions). Returns {policy: {"accuracy" (test),
+    "train accuracy", "gap" (train − test)}}."""
     n_train, epochs, T, width = (30, 1, 2, 2) if quick else (n_train or (100 if dataset == "motion" else 250), epochs,
                                                              T, width)
     train_set, test_set = load(dataset, 0, n_train, 16 if quick else 200 if dataset == "motion" else None)
@@ -382,11 +383,11 @@ _SAYS = {"object": ("Table 1", "On object recognition task, our method achieves 
          "random": ("§5.1.1 (sanity row)", "The higher the A.I. and the lower the A.D., the better the attention map"),
          "digits": ("Table 3", "EventRPG achieves state-of-the-art performance on N-Caltech101 and CIFAR10-DVS"),
          "motion": ("Table 4", "our method achieves best results compared with other reproduced augmentation methods")}
-CLAIMS = [Claim("EventRPG", *_SAYS["random" if base == "random" else "action" if d == "motion" else "object"],
-                f"EventRPG-table1-{d}", metric, base, method, direction)
+CLAIMS = [Claim("EventRPG", f"{where}, {d}", quote, f"EventRPG-table1-{d}", metric, base, method, direction)
           for d in ("digits", "clutter", "motion") for method in ("SLRP saliency", "SLTRP saliency")
-          for base in ("SAM", "Grad-CAM", "Grad-CAM++", "random") for metric, direction in (("A.I.", 1), ("A.D.", -1))]
-CLAIMS += [Claim("EventRPG", *_SAYS[d], f"EventRPG-augment-{d}", "accuracy", base, "EventRPG")
+          for base in ("SAM", "Grad-CAM", "Grad-CAM++", "random") for metric, direction in (("A.I.", 1), ("A.D.", -1))
+          for where, quote in [_SAYS["random" if base == "random" else "action" if d == "motion" else "object"]]]
+CLAIMS += [Claim("EventRPG", f"{_SAYS[d][0]}, {d}", _SAYS[d][1], f"EventRPG-augment-{d}", "accuracy", base, "EventRPG")
            for d in ("digits", "motion") for base in ("none", "EventDrop", "NDA")]
 
 
