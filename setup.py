@@ -39,6 +39,8 @@ extras = {
     "test": ["pytest>=7", "hypothesis>=6"],
     "tutorials": ["matplotlib>=3.5", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6"],
     "data": ["scikit-learn>=1.0", "lz4>=3"],   # lz4: real AEDAT 4 recordings from DV are LZ4-compressed
+    # minisnn.nir: export to / import from spikingjelly, snntorch, norse, ... (nir 1.0.8 needs Python >= 3.10)
+    "nir": ["nir>=1.0; python_version >= '3.10'", "h5py>=3"],
 }
 extras["all"] = sorted({d for v in extras.values() for d in v})
 

@@ -8,7 +8,7 @@ the fraction of non-zero inputs. Everything else is a small function of those ar
 
     N-SFR[t, i] = (1/N) Σ_n s[t, n, i]        C-SFR[t, c] = mean of N-SFR over channel c's neurons
     T-SFR[t]    = Σ_l Σ_i N-SFR_l[t, i] / Σ_l n_l          NASFR = (1/T) Σ_t T-SFR[t] = Σ_l rate_l·n_l / Σ_l n_l
-    PTD         = mean centre of the three tallest MPD bins − V_th                         (Definition 6)
+    PTD         = mean centre of the three tallest MPD bins − V_th,  Var(MPD)               (Def. 6, Obs. 5)
     QE          = mean over neurons, steps, samples of (u − s)²                            (Table 4)
     E           = E_MAC·#MAC + E_AC·#AC,  ΔE = E_MAC·ΔMAC − E_AC·ΔAC                       (eq. 11)
 """
@@ -108,10 +108,8 @@ def _spikes(s, name="s"):
 
 
 def firing_rates(s):
-    """Definition 1 for one layer's spikes [T, N, C, ...] (or [T, N, F]): N-SFR, C-SFR, T-SFR.
-
-    Returns {"n_sfr": [T, C, ...] = mean over samples, "c_sfr": [T, C], "t_sfr": [T], "rate": float}.
-    """
+    """Definition 1 for one layer's spikes [T, N, C, ...] (or [T, N, F]) -> {"n_sfr": [T, C, ...] (mean over
+    samples), "c_sfr": [T, C], "t_sfr": [T], "rate": float}."""
     s = _spikes(s)
     n_sfr = s.mean(1)
     T, C = n_sfr.shape[:2]
@@ -155,42 +153,56 @@ def feature_similarity(features):
     return f @ f.T
 
 
+def _per_channel(u):
+    """Membranes u [T, N, C, ...] -> float64 rows [T, C, N·(neurons per channel)], one row per MPD of Definition 5."""
+    u = np.asarray(u, np.float64)
+    if u.ndim < 3 or u.size == 0:
+        raise ValueError(f"u must be a non-empty [T, N, C, ...] array, got shape {u.shape}")
+    return np.moveaxis(u, 2, 1).reshape(u.shape[0], u.shape[2], -1)
+
+
 def membrane_histogram(u, bins=50, range=None):
     """Definition 5: MPD per (t, channel) of a layer's membranes u [T, N, C, ...] -> (counts [T, C, bins], edges).
 
-    All (t, c) share the ``bins + 1`` edges spanning ``range`` (default: min and max of u); values outside
-    ``range`` are dropped, the last bin is closed.
-    """
-    u = np.asarray(u, np.float64)
-    if u.ndim < 3:
-        raise ValueError(f"u must be [T, N, C, ...], got shape {u.shape}")
+    ``edges`` [T, C, bins + 1]: each (t, c) spans its own min..max (a constant one: value ± 0.5), so a narrow
+    channel gets all ``bins`` bins too; ``range=(lo, hi)``: the same edges for all (to compare models), values
+    outside dropped. The last bin is closed."""
     if int(bins) < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
-    lo, hi = (u.min(), u.max()) if range is None else map(float, range)
-    if not hi > lo:
-        hi = lo + 1.0
-    edges = np.linspace(lo, hi, int(bins) + 1)
-    T, C, bins = u.shape[0], u.shape[2], int(bins)
-    v = np.moveaxis(u, 2, 1).reshape(T * C, -1)                       # one row per (t, c)
+    v, bins = _per_channel(u), int(bins)
+    T, C = v.shape[:2]
+    v = v.reshape(T * C, -1)
+    if range is not None and not float(range[1]) > float(range[0]):
+        raise ValueError(f"range must be (lo, hi) with hi > lo, got {range}")
+    lo, hi = (v.min(1, keepdims=True), v.max(1, keepdims=True)) if range is None else np.float64(range)[:, None, None]
+    lo, hi = np.where(hi > lo, lo, lo - 0.5), np.where(hi > lo, hi, hi + 0.5)
+    edges = np.concatenate([lo + (hi - lo) * np.linspace(0.0, 1.0, bins + 1)[:-1], hi], axis=1)
     idx = np.clip(np.floor((v - lo) / (hi - lo) * bins), 0, bins - 1).astype(np.int64)
     rows = np.broadcast_to(np.arange(T * C)[:, None], v.shape)
     ok = (v >= lo) & (v <= hi)
     counts = np.bincount((rows * bins + idx)[ok], minlength=T * C * bins)
-    return counts.reshape(T, C, bins), edges
+    return counts.reshape(T, C, bins), np.broadcast_to(edges, (T * C, bins + 1)).reshape(T, C, bins + 1)
 
 
 def ptd(counts, edges, v_threshold):
-    """Definition 6: peak-to-threshold distance = mean centre of the three tallest bins − V_th.
+    """Definition 6: peak-to-threshold distance = mean centre of the three tallest non-empty bins − V_th.
 
-    ``counts`` [..., bins] (e.g. from :func:`membrane_histogram`), ``edges`` [bins + 1]; ties between
-    equally tall bins go to the lower potential. Returns an array of shape ``counts.shape[:-1]``.
+    ``counts`` [..., bins], ``edges`` [..., bins + 1] broadcastable to it (:func:`membrane_histogram`) -> shape
+    ``counts.shape[:-1]``. Fewer than three non-empty bins: their mean (none: NaN); ties go to the lower potential.
     """
     counts, edges = np.asarray(counts), np.asarray(edges, np.float64)
-    if counts.shape[-1] < 3 or edges.shape != (counts.shape[-1] + 1,):
-        raise ValueError(f"counts needs >= 3 bins and edges one more entry, got {counts.shape}, {edges.shape}")
-    centres = (edges[:-1] + edges[1:]) / 2
+    if counts.ndim < 1 or edges.shape[-1:] != (counts.shape[-1] + 1,):
+        raise ValueError(f"counts [..., bins] needs edges [..., bins + 1], got {counts.shape}, {edges.shape}")
+    centres = np.broadcast_to((edges[..., :-1] + edges[..., 1:]) / 2, counts.shape)
     top = np.argsort(-counts, axis=-1, kind="stable")[..., :3]
-    return centres[top].mean(-1) - v_threshold
+    tall = np.take_along_axis(counts, top, -1) > 0
+    with np.errstate(invalid="ignore"):
+        return (np.take_along_axis(centres, top, -1) * tall).sum(-1) / tall.sum(-1) - v_threshold
+
+
+def mpd_variance(u):
+    """Observation 5: the variance of each MPD (the membranes of channel c at step t) -> [T, C]."""
+    return _per_channel(u).var(-1)
 
 
 def quantization_error(u, s=None):
@@ -226,9 +238,7 @@ def energy(model, data, e_mac=E_MAC, e_ac=E_AC, max_batches=None):
 
 
 def delta_energy(base, other, e_mac=E_MAC, e_ac=E_AC):
-    """Eq. 11: ΔE = E_MAC·ΔMAC − E_AC·ΔAC, ΔMAC = MACs added by ``other`` (e.g. attention), ΔAC = ACs it saves.
-
-    ``base``/``other`` are :func:`energy` results; ΔE < 0 means ``other`` is cheaper (= E_other − E_base).
-    """
+    """Eq. 11: ΔE = E_MAC·ΔMAC − E_AC·ΔAC, ΔMAC = MACs added by ``other`` (e.g. attention), ΔAC = ACs it saves;
+    ``base``/``other`` are :func:`energy` results; ΔE < 0 means ``other`` is cheaper (= E_other − E_base)."""
     d_mac, d_ac = other["mac"] - base["mac"], base["ac"] - other["ac"]
     return {"delta_mac": d_mac, "delta_ac": d_ac, "delta_energy_pj": e_mac * d_mac - e_ac * d_ac}

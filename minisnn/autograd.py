@@ -15,25 +15,23 @@ _GRAD_ENABLED = True
 
 
 @contextlib.contextmanager
-def no_grad():
-    """Inside this block no graph is recorded (evaluation, optimiser updates)."""
+def _grad_mode(enabled):
     global _GRAD_ENABLED
-    prev, _GRAD_ENABLED = _GRAD_ENABLED, False
+    prev, _GRAD_ENABLED = _GRAD_ENABLED, enabled
     try:
         yield
     finally:
         _GRAD_ENABLED = prev
 
 
-@contextlib.contextmanager
+def no_grad():
+    """Inside ``with no_grad():`` no graph is recorded (evaluation, optimiser updates)."""
+    return _grad_mode(False)
+
+
 def enable_grad():
     """Record a graph again inside an outer ``no_grad`` block (relevance and CAM code needs local gradients)."""
-    global _GRAD_ENABLED
-    prev, _GRAD_ENABLED = _GRAD_ENABLED, True
-    try:
-        yield
-    finally:
-        _GRAD_ENABLED = prev
+    return _grad_mode(True)
 
 
 def is_grad_enabled():

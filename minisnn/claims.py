@@ -112,8 +112,12 @@ def run(experiments, claims, seeds, quick=False, log=print):
     return results, seconds
 
 
+def _unit(claim):
+    return (100, " %") if claim.metric.endswith("accuracy") else (1, "")   # accuracies are fractions, shown in %
+
+
 def _fmt(claim, m, h):
-    scale, unit = (100, " %") if claim.metric.endswith("accuracy") else (1, "")
+    scale, unit = _unit(claim)
     return f"{scale * m:.4g} ± {scale * h:.2g}{unit}"
 
 
@@ -123,7 +127,8 @@ def table(rows, seconds=None, header=""):
              "95 % CI | D = direction·(method − baseline) | seeds | verdict |", "|" + "---|" * 11]
     for i, r in enumerate(rows, 1):
         c = r["claim"]
-        side = ("higher" if c.direction > 0 else "lower") + (f", margin {c.margin:g}" if c.margin else "")
+        side = ("higher" if c.direction > 0 else "lower") + (f", margin {_unit(c)[0] * c.margin:g}{_unit(c)[1]}"
+                                                              if c.margin else "")
         lines.append(f"| {i} | {c.paper} | {c.where} | {c.metric} ({side}) | {c.baseline} | {c.method} | "
                      f"{_fmt(c, *r['baseline'])} | {_fmt(c, *r['method'])} | {_fmt(c, *r['diff'])} | {r['n']} | "
                      f"**{r['verdict']}** |")

@@ -212,7 +212,7 @@ def lif_backward(gs, gu, x, u, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_res
     else:
         f = x.dtype.type
         _lif_backward_numpy(gs, gu, x, u, gx, gc, gd, gv, c, d, h0, f(v_th), f(vr), hard, f(v_rest),
-                            detach_reset, surrogate, f(sg_param))
+                            detach_reset, surrogate, f(sg_param), param_grads)
     return gx, gc, gd, gv
 
 
@@ -228,7 +228,7 @@ def surrogate_grad(x, kind, a):
     return np.maximum(a - np.abs(x), 0) / (a * a)
 
 
-def _lif_backward_numpy(gs, gu, x, u, gx, gc, gd, gv, c, d, h0, v_th, v_reset, hard, v_rest, detach, kind, a):
+def _lif_backward_numpy(gs, gu, x, u, gx, gc, gd, gv, c, d, h0, v_th, v_reset, hard, v_rest, detach, kind, a, params):
     keep = 0 if detach else 1
     s = (u >= v_th).astype(x.dtype)
     gh = np.zeros(x.shape[1], x.dtype)
@@ -242,14 +242,14 @@ def _lif_backward_numpy(gs, gu, x, u, gx, gc, gd, gv, c, d, h0, v_th, v_reset, h
             du = g_u + (g_s + gh * (v_reset - u[t]) * keep) * sg + gh * (1 - s[t])
         else:
             du = g_u + (g_s - gh * v_th * keep) * sg + gh
-        if t == 0:
-            hprev = np.broadcast_to(h0, gh.shape)
-        else:
-            hprev = u[t - 1] * (1 - s[t - 1]) + v_reset * s[t - 1] if hard else u[t - 1] - v_th * s[t - 1]
         gx[t] = d * du
+        gh = c * du
+        if not params:   # as the C kernel: dL/d(decay) and dL/d(gain) stay 0
+            continue
+        hprev = (np.broadcast_to(h0, gh.shape) if t == 0 else   # h[t−1], h[0] = v0
+                 u[t - 1] * (1 - s[t - 1]) + v_reset * s[t - 1] if hard else u[t - 1] - v_th * s[t - 1])
         gc += du * (hprev - v_rest)
         gd += du * x[t]
-        gh = c * du
     gv[:] = gh
 
 

@@ -242,17 +242,17 @@ def log_softmax(a, axis=-1):
 # ----------------------------------------------------------------------------- convolution and pooling
 
 
-def _offsets(kh, kw, stride, Ho, Wo):
+def _offsets(kh, kw, sh, sw, Ho, Wo):
     """For every kernel offset (a, b): the strided slice of the input that meets kernel tap (a, b)."""
     for a in range(kh):
         for b in range(kw):
-            yield a, b, (slice(None), slice(None), slice(a, a + stride * Ho, stride), slice(b, b + stride * Wo, stride))
+            yield a, b, (slice(None), slice(None), slice(a, a + sh * Ho, sh), slice(b, b + sw * Wo, sw))
 
 
 def _out_size(n, k, stride, name):
-    out = (n - k) // stride + 1
+    out = (n - k) // stride + 1 if stride >= 1 else 0
     if out < 1:
-        raise ValueError(f"{name}: input size {n} is too small for kernel {k}")
+        raise ValueError(f"{name}: input size {n} is too small for kernel {k}, or stride {stride} is not >= 1")
     return out
 
 
@@ -382,22 +382,22 @@ def _add_all(views, out):
 def _pool_args(x, kernel_size, stride, kind):
     x = tensor(x)
     kh, kw = _pair(kernel_size, "kernel_size")
-    s = kh if stride is None else int(stride)
+    sh, sw = (kh, kw) if stride is None else _pair(stride, "stride")   # default: the kernel size (as PyTorch)
     if x.ndim != 4:
         raise ValueError(f"{kind}_pool2d: input must be [N, C, H, W], got {x.shape}")
-    Ho, Wo = _out_size(x.shape[2], kh, s, f"{kind}_pool2d"), _out_size(x.shape[3], kw, s, f"{kind}_pool2d")
-    return x, kh, kw, s, Ho, Wo
+    Ho, Wo = _out_size(x.shape[2], kh, sh, f"{kind}_pool2d"), _out_size(x.shape[3], kw, sw, f"{kind}_pool2d")
+    return x, kh, kw, sh, sw, Ho, Wo
 
 
 def avg_pool2d(x, kernel_size, stride=None):
-    """Mean over k×k windows (stride defaults to k); the backward spreads g/k² over each window.
+    """Mean over kh×kw windows (stride: an int or a pair, default the kernel size); the backward spreads g/k² over each window.
 
     Separable, per cache-sized chunk of images (:func:`chunked`): sum the kh rows of each window (slices
     with contiguous rows), then the kw columns; the backward spreads g over columns, then over rows.
     """
-    x, kh, kw, s, Ho, Wo = _pool_args(x, kernel_size, stride, "avg")
-    rows = lambda a: (slice(None), slice(None), slice(a, a + s * Ho, s))   # noqa: E731  input rows of offset a
-    cols = lambda b: (Ellipsis, slice(b, b + s * Wo, s))                    # noqa: E731  columns of offset b
+    x, kh, kw, sh, sw, Ho, Wo = _pool_args(x, kernel_size, stride, "avg")
+    rows = lambda a: (slice(None), slice(None), slice(a, a + sh * Ho, sh))   # noqa: E731  input rows of offset a
+    cols = lambda b: (Ellipsis, slice(b, b + sw * Wo, sw))                    # noqa: E731  columns of offset b
     out, item = np.empty(x.shape[:2] + (Ho, Wo), x.dtype), x.data[:1].nbytes
 
     def forward(n0, n1):
@@ -406,8 +406,8 @@ def avg_pool2d(x, kernel_size, stride=None):
         _add_all([r[cols(b)] for b in range(kw)], out[n0:n1])
         out[n0:n1] *= 1.0 / (kh * kw)
     chunked(forward, len(x.data), item)
-    disjoint = s >= kh and s >= kw   # each input in at most one window: assign (~1.6x faster than adding)
-    tiles = s == kh == kw and x.shape[2] == s * Ho and x.shape[3] == s * Wo   # ... in exactly one: no zeroing
+    disjoint = sh >= kh and sw >= kw   # each input in at most one window: assign (~1.6x faster than adding)
+    tiles = (sh, sw) == (kh, kw) and x.shape[2:] == (sh * Ho, sw * Wo)   # ... in exactly one: no zeroing
 
     def backward(g):
         gx = np.empty_like(x.data)
@@ -436,9 +436,9 @@ def max_pool2d(x, kernel_size, stride=None):
     """Max over k×k windows; the backward routes g to the (first) arg-max of each window.
 
     A loop over the k×k kernel offsets, each a strided slice of the input (no window copies)."""
-    x, kh, kw, s, Ho, Wo = _pool_args(x, kernel_size, stride, "max")
+    x, kh, kw, sh, sw, Ho, Wo = _pool_args(x, kernel_size, stride, "max")
     out, arg = None, np.zeros((x.shape[0], x.shape[1], Ho, Wo), np.int8 if kh * kw < 128 else np.int32)
-    for a, b, sl in _offsets(kh, kw, s, Ho, Wo):
+    for a, b, sl in _offsets(kh, kw, sh, sw, Ho, Wo):
         v = x.data[sl]
         if out is None:
             out = v.copy()
@@ -449,7 +449,7 @@ def max_pool2d(x, kernel_size, stride=None):
 
     def backward(g):
         gx = np.zeros_like(x.data)
-        for a, b, sl in _offsets(kh, kw, s, Ho, Wo):
+        for a, b, sl in _offsets(kh, kw, sh, sw, Ho, Wo):
             gx[sl] += g * (arg == a * kw + b)
         return (gx,)
     return make(out, (x,), backward)

@@ -54,16 +54,20 @@ def mse_rate(spikes, labels, on=1.0, off=0.0):
     return F.mean((r - y) ** 2)
 
 
-def kd_loss(student_logits, teacher_logits, tau=4.0):
-    """Hinton's KD: τ²·KL(softmax(z_t/τ) ‖ softmax(z_s/τ)), batch mean; [T, N, K] inputs are time-averaged.
+def _log_mean_probs(z, tau):
+    """log p, HSD eq. 10: p = (1/T) Σ_t softmax(z_t/τ) of a [T, N, K] input (a stable log-mean-exp over t);
+    softmax(z/τ) of an [N, K] one."""
+    ls = F.log_softmax(z / tau, axis=-1)
+    return ls if z.ndim == 2 else F.log(F.mean(F.exp(ls - ls.data.max(0)), axis=0)) + ls.data.max(0)
 
-    The teacher is a constant (no gradient flows into it).
-    """
+
+def kd_loss(student_logits, teacher_logits, tau=4.0):
+    """Hinton's KD (HSD eq. 9): τ²·(1/N) Σ_n KL(p_t ‖ p_s); a [T, N, K] input is reduced over T by eq. 10,
+    p = (1/T) Σ_t softmax(z_t/τ) — probabilities, not logits, are averaged. No gradient flows into the teacher."""
     zs = tensor(student_logits)
-    zs = F.mean(zs, axis=0) if zs.ndim == 3 else zs
-    zt = np.asarray(getattr(teacher_logits, "data", teacher_logits))
-    zt = zt.mean(0) if zt.ndim == 3 else zt
-    p_t = np.exp(F.log_softmax(zt / tau).data).astype(zs.dtype)
-    log_p_t = np.log(np.maximum(p_t, np.finfo(zs.dtype).tiny))
-    kl = F.sum(p_t * (log_p_t - F.log_softmax(zs / tau, axis=-1))) / zs.shape[0]
-    return kl * (tau * tau)
+    zt = tensor(np.asarray(getattr(teacher_logits, "data", teacher_logits), dtype=zs.dtype))
+    if zs.ndim not in (2, 3) or zt.ndim not in (2, 3) or zs.shape[-2:] != zt.shape[-2:] or not tau > 0:
+        raise ValueError(f"kd_loss: student_logits {zs.shape} and teacher_logits {zt.shape} must be [(T,) N, K] with "
+                         f"the same N and K, and tau > 0 (got {tau})")
+    log_p_t = _log_mean_probs(zt, tau).data
+    return F.sum(np.exp(log_p_t) * (log_p_t - _log_mean_probs(zs, tau))) * (tau * tau / zs.shape[-2])

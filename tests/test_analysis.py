@@ -54,17 +54,26 @@ def test_feature_similarity_finds_ghost_features():
 def test_membrane_histogram_hand_counts():
     u = np.array([0.1, 0.2, 0.6, 0.9, 1.0, 1.5, -0.2]).reshape(1, 7, 1)   # T = 1, 7 samples, 1 channel
     counts, edges = analysis.membrane_histogram(u, bins=4, range=(0.0, 1.0))
-    np.testing.assert_allclose(edges, [0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(edges, [[[0, 0.25, 0.5, 0.75, 1.0]]])
     assert counts.tolist() == [[[2, 0, 1, 2]]]                             # 1.0 in the closed last bin
+    counts, edges = analysis.membrane_histogram(u, bins=2)                  # own range: -0.2 .. 1.5
+    np.testing.assert_allclose(edges, [[[-0.2, 0.65, 1.5]]])
+    assert counts.tolist() == [[[4, 3]]]                                  # split at 0.65
+    counts, edges = analysis.membrane_histogram(np.full((1, 3, 1), 0.7), bins=5)   # constant: 0.7 ± 0.5
+    np.testing.assert_allclose(edges, [[np.linspace(0.2, 1.2, 6)]])
+    assert counts.tolist() == [[[0, 0, 3, 0, 0]]]
 
 
 def test_membrane_histogram_matches_numpy_per_step_and_channel():
-    u = np.random.default_rng(0).normal(size=(3, 5, 4, 2, 3))
+    u = np.random.default_rng(0).normal(size=(3, 5, 4, 2, 3)) * np.array([1, 0.01, 3, 0.1])[:, None, None]
     counts, edges = analysis.membrane_histogram(u, bins=7)
-    assert counts.shape == (3, 4, 7) and counts.sum() == u.size
+    assert counts.shape == (3, 4, 7) and edges.shape == (3, 4, 8) and counts.sum() == u.size
     for t in range(3):
         for c in range(4):
-            np.testing.assert_array_equal(counts[t, c], np.histogram(u[t, :, c], bins=edges)[0])
+            np.testing.assert_allclose(edges[t, c][[0, -1]], [u[t, :, c].min(), u[t, :, c].max()])
+            np.testing.assert_array_equal(counts[t, c], np.histogram(u[t, :, c], bins=edges[t, c])[0])
+    shared, e = analysis.membrane_histogram(u, bins=7, range=(-1, 1))
+    assert (e == e[0, 0]).all() and shared.sum() == (np.abs(u) <= 1).sum()
 
 
 def test_ptd_from_hand_histogram():
@@ -72,8 +81,37 @@ def test_ptd_from_hand_histogram():
     counts = np.array([[0, 5, 1, 7, 6, 0], [2, 2, 2, 2, 0, 0]])
     # row 0: tallest bins 3, 4, 1 -> centres 3.5, 4.5, 1.5; row 1: ties -> lowest potentials 0.5, 1.5, 2.5
     np.testing.assert_allclose(analysis.ptd(counts, edges, v_threshold=1.0), [19 / 6 - 1.0, 1.5 - 1.0])
-    with pytest.raises(ValueError, match="counts"):
-        analysis.ptd(np.ones(2), np.arange(3.0), 1.0)
+    with pytest.raises(ValueError, match="edges"):
+        analysis.ptd(np.ones((2, 3)), np.arange(3.0), 1.0)
+
+
+def test_ptd_with_one_and_two_non_empty_bins():
+    edges = np.arange(7.0)
+    counts = np.array([[0, 0, 0, 9, 0, 0],                   # one bin: its centre 3.5
+                       [0, 3, 0, 0, 0, 1],                   # two bins: (1.5 + 5.5) / 2, not the empty bin 0
+                       [0, 0, 0, 0, 0, 0]])                  # empty: undefined
+    np.testing.assert_allclose(analysis.ptd(counts, edges, 0.5), [3.0, 3.0, np.nan])
+    per_row = np.array([np.arange(7.0), np.arange(7.0) * 2, np.arange(7.0)])   # edges per row broadcast
+    np.testing.assert_allclose(analysis.ptd(counts, per_row, 0.5), [3.0, 6.5, np.nan])
+
+
+def test_ptd_of_a_narrow_channel_beside_a_wide_one():
+    """A channel concentrated at 0.25 (V_th = 0.3) has PTD ≈ −0.05, however wide the other channels are."""
+    rng = np.random.default_rng(0)
+    u = np.stack([rng.normal(0.25, 1e-3, (400, 4)), rng.uniform(-3, 3, (400, 4))], axis=1)[None]   # [1, 400, 2, 4]
+    counts, edges = analysis.membrane_histogram(u, bins=50)
+    d = analysis.ptd(counts, edges, 0.3)
+    assert d[0, 0] == pytest.approx(-0.05, abs=2e-3) and (counts[0, 0] > 0).sum() > 10
+    np.testing.assert_allclose(analysis.mpd_variance(u)[0], [1e-6, 3.0], rtol=0.15)
+
+
+def test_mpd_variance_hand_values():
+    u = np.zeros((2, 2, 3, 1, 2))                            # [T, N, C, H, W]
+    u[0, :, 0] = [[1, 3]], [[1, 3]]                          # t0, c0: values 1, 3, 1, 3 -> variance 1
+    u[1, 0, 2] = [[4, 0]]                                    # t1, c2: values 4, 0, 0, 0 -> variance 3
+    v = analysis.mpd_variance(u)
+    assert v.shape == (2, 3)
+    np.testing.assert_allclose(v, [[1, 0, 0], [0, 0, 3]])
 
 
 def test_quantization_error_hand_values():
@@ -146,5 +184,9 @@ def test_bad_inputs():
         analysis.spike_features(np.zeros((3, 4, 5)))
     with pytest.raises(ValueError, match="bins"):
         analysis.membrane_histogram(np.zeros((1, 2, 3)), bins=0)
+    with pytest.raises(ValueError, match="range"):
+        analysis.membrane_histogram(np.zeros((1, 2, 3)), range=(1, 1))
+    with pytest.raises(ValueError, match="u must be"):
+        analysis.mpd_variance(np.zeros((1, 0, 3)))
     with pytest.raises(ValueError, match="features"):
         analysis.feature_similarity(np.zeros((2, 3)))

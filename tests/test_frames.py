@@ -83,10 +83,15 @@ def test_pad_crop_centred():
     np.testing.assert_array_equal(pad_crop(p, (4, 6)), f)
 
 
-def test_partition_shapes():
-    f = np.zeros((10, 2, 3, 3), np.float32)
+def test_partition_is_first_T1_then_the_rest_in_time_order():
+    f = np.arange(10, dtype=np.float32)[:, None, None, None] * np.ones((10, 2, 3, 3), np.float32)
     a, b = partition(f, 4)
     assert a.shape == (4, 2, 3, 3) and b.shape == (6, 2, 3, 3)
+    np.testing.assert_array_equal(a[:, 0, 0, 0], [0, 1, 2, 3])          # the ANN's frames: the earliest events
+    np.testing.assert_array_equal(b[:, 0, 0, 0], [4, 5, 6, 7, 8, 9])    # the SNN's: the rest, still in order
+    ev = make_events(np.arange(12) % 4, np.zeros(12, int), np.arange(12) * 10, np.zeros(12, int))
+    first, rest = partition(to_frames(ev, (4, 1, 2), 6), 4)             # eq. 1: T = T1 + T2 equal-count slices
+    assert first.sum() == 8 and rest.sum() == 4 and rest[-1, 0, 0].tolist() == [0, 0, 1, 1]
     with pytest.raises(ValueError):
         partition(f, 11)
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import minisnn as ms
 from conftest import check_grad
-from minisnn import losses, nn
+from minisnn import losses, models, nn
 from minisnn.methods import hsd
 
 
@@ -196,13 +196,35 @@ def test_ace_loss_is_the_mean_of_per_frame_cross_entropies():
         hsd.ace_loss(z[0], y)
 
 
+def _softmax(z, tau):
+    e = np.exp(z / tau - (z / tau).max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_kd_and_skd_are_eq_9_to_11_with_probability_averages():
+    rng = np.random.default_rng(7)
+    teacher, student, tau = rng.normal(size=(5, 4, 6)) * 4, rng.normal(size=(3, 4, 6)) * 4, 2.0
+    p_a = _softmax(teacher, tau).mean(0)                                 # "p_a resembles Eq. (10)"
+    p_s = _softmax(student, tau).mean(0)                                 # eq. 10: (1/T2) Σ_t p_s^t
+    kd = tau ** 2 * np.sum(p_a * np.log(p_a / p_s)) / 4                  # eq. 9, batch mean, Hinton's τ²
+    skd = tau ** 2 * np.mean([np.sum(p_a * np.log(p_a / _softmax(z, tau))) / 4 for z in student])   # eq. 11
+    assert hsd.kd_loss(student, teacher, tau).item() == pytest.approx(kd, rel=1e-12)
+    assert losses.kd_loss(student, teacher, tau).item() == pytest.approx(kd, rel=1e-12)
+    assert hsd.skd_loss(student, teacher, tau).item() == pytest.approx(skd, rel=1e-12)
+    q_a, q_s = _softmax(teacher.mean(0), tau), _softmax(student.mean(0), tau)      # averaged logits would differ
+    assert abs(tau ** 2 * np.sum(q_a * np.log(q_a / q_s)) / 4 - kd) > 1e-3 * kd
+    big = student * 200                                                  # log-mean-exp stays finite
+    assert np.isfinite(hsd.kd_loss(big, teacher, 1.0).item())
+
+
 def test_skd_equals_kd_for_one_step_and_vanishes_when_every_step_matches():
     rng = np.random.default_rng(0)
     teacher, student = rng.normal(size=(5, 4, 6)), rng.normal(size=(1, 4, 6)) * 3
     assert hsd.skd_loss(student, teacher).item() == pytest.approx(hsd.kd_loss(student, teacher).item(), rel=1e-12)
     assert hsd.skd_loss(student, teacher, tau=2.0).item() == pytest.approx(
         losses.kd_loss(student, teacher, tau=2.0).item(), rel=1e-12)
-    matching = teacher.mean(0) + rng.normal(size=(3, 4, 1))   # each step's softmax equals the teacher's
+    log_p_a = np.log(_softmax(teacher, 10.0).mean(0))                    # each step's softmax is p_a itself
+    matching = 10.0 * log_p_a + rng.normal(size=(3, 4, 1))
     assert abs(hsd.skd_loss(matching, teacher).item()) < 1e-12
     assert hsd.skd_loss(matching[:, :, ::-1], teacher).item() > 1e-3
 
@@ -213,7 +235,7 @@ def test_skd_is_nonnegative_and_bounds_kd(seed, T2, tau, scale):
     rng = np.random.default_rng(seed)
     student, teacher = rng.normal(size=(T2, 3, 4)) * scale, rng.normal(size=(2, 3, 4)) * scale
     skd, kd = hsd.skd_loss(student, teacher, tau).item(), hsd.kd_loss(student, teacher, tau).item()
-    # −log softmax is convex in the logits, so KD on the time-mean logits ≤ the mean of per-step terms
+    # −log is convex, so KL(p_a ‖ mean_t p_s^t) (KD on eq. 10's average) ≤ mean_t KL(p_a ‖ p_s^t) (SKD)
     assert skd >= -1e-9 and kd >= -1e-9 and skd >= kd - 1e-9 * max(1.0, skd)
 
 
@@ -222,6 +244,7 @@ def test_skd_gradient_finite_differences():
     teacher = rng.normal(size=(4, 3, 5))
     check_grad(lambda z: hsd.skd_loss(z, teacher, tau=2.0), rng.normal(size=(3, 3, 5)) * 2)
     check_grad(lambda z: hsd.skd_loss(z, teacher[0], tau=10.0), rng.normal(size=(2, 3, 5)) * 5)
+    check_grad(lambda z: hsd.kd_loss(z, teacher, tau=1.5), rng.normal(size=(3, 3, 5)) * 3)
 
 
 def test_skd_rejects_bad_shapes():
@@ -236,16 +259,18 @@ def test_skd_rejects_bad_shapes():
 # ----------------------------------------------------------------------------- pipeline
 
 
-class Halves:
-    """Two classes of 8×8 event streams: events in the left or the right half (a trivially learnable task)."""
+class Cue:
+    """Two classes of 8×8 event streams of 300 events: the first ``informative`` events (in time) lie in the left
+    or the right half by class, the rest anywhere (no information) — so which frames a model sees matters."""
     sensor_size, classes = (8, 8, 2), ["left", "right"]
 
-    def __init__(self, n, seed):
+    def __init__(self, n, seed, informative=200):
         from data_tools.events import make_events
         rng = np.random.default_rng(seed)
         self.labels = np.arange(n) % 2
-        self.items = [make_events(rng.integers(0, 4, 200) + 4 * c, rng.integers(0, 8, 200),
-                                  np.sort(rng.integers(0, 10_000, 200)), rng.integers(0, 2, 200)) for c in self.labels]
+        x = lambda c: np.concatenate([rng.integers(0, 4, informative) + 4 * c, rng.integers(0, 8, 300 - informative)])
+        self.items = [make_events(x(c), rng.integers(0, 8, 300), np.arange(300) * 10, rng.integers(0, 2, 300))
+                      for c in self.labels]
 
     def __len__(self):
         return len(self.labels)
@@ -254,15 +279,79 @@ class Halves:
         return self.items[i], int(self.labels[i])
 
 
+TINY = dict(epochs=3, ft_epochs=3, width=2, L=4, batch_size=8, log=None)
+
+
+def test_the_ann_gets_the_first_T1_frames_and_every_snn_the_last_T2():
+    """T1 = 2, T2 = 1: frames 1-2 (the first 200 events) carry the class, frame 3 does not. An ANN on the first two
+    frames learns it; every SNN is tested on frame 3 and cannot. (Reversing the partition fails both.)"""
+    r = hsd.run_t2((Cue(64, 0), Cue(64, 1)), T1=2, T2=1, arms=("direct", "hsd", "dts"), **TINY)
+    assert r["ann"]["accuracy"] >= 0.9 and r["ann"]["frame_1"] >= 0.9 and r["ann"]["frame_3"] <= 0.75
+    assert max(r[a]["accuracy"] for a in ("converted", "direct", "hsd", "dts")) <= 0.75, r
+
+
+def test_the_frames_for_one_T2_do_not_depend_on_the_other_T2s():
+    """Each T2 cuts the stream into its own T1 + T2 frames (eq. 1); running other T2s first changes nothing."""
+    data = (Cue(48, 2, informative=150), Cue(32, 3, informative=150))
+    strip = lambda r: {a: {k: v for k, v in m.items() if k != "seconds"} for a, m in r.items()}
+    alone = strip(hsd.run_t2(data, 2, 1, **TINY))
+    hsd.run_t2(data, 2, 2, **TINY)
+    assert strip(hsd.run_t2(data, 2, 1, **TINY)) == alone and len(alone["ann"]) == 1 + 3   # frame_1..3
+
+
 def test_pipeline_learns_a_trivial_task_end_to_end():
     lines = []
-    r = hsd.run_pipeline((Halves(48, 0), Halves(32, 10)), T1=2, T2s=(1,), epochs=3, ft_epochs=3, width=2, L=4,
-                         batch_size=8, ft_lr=3e-3, log=lines.append)
-    assert set(r) >= {"ann_accuracy", "T2", "lambdas"} and set(r["T2"]) == {1}
-    assert r["ann_accuracy"] >= 0.9 and r["T2"][1]["hsd"] >= 0.9
-    assert 0 <= r["T2"][1]["converted"] <= 1 and 0 <= r["T2"][1]["direct"] <= 1
-    assert any(ln.startswith("T2=1: converted") for ln in lines)
+    r = hsd.run_t2((Cue(64, 0, informative=300), Cue(32, 10, informative=300)), 2, 1, **{**TINY, "log": lines.append})
+    assert set(r) == {"ann", "converted", "direct", "hsd"} and set(r["ann"]) >= {"accuracy", "frame_1", "frame_3"}
+    assert r["ann"]["accuracy"] >= 0.9 and r["hsd"]["accuracy"] >= 0.9 and 0 <= r["direct"]["accuracy"] <= 1
+    assert any(ln.startswith("T1=2, T2=1: ann") for ln in lines)
     with pytest.raises(ValueError, match="dataset"):
-        hsd.run_pipeline("cifar")
-    with pytest.raises(ValueError, match="T2"):
-        list(hsd.FrameWindow([(np.zeros((3, 1, 2, 4, 4)), np.zeros(1, int))], T1=2, T2=2))
+        hsd.run_t2("cifar")
+    with pytest.raises(ValueError, match="arms"):
+        hsd.run_t2(None, 2, 1, arms=("tet",))
+
+
+def test_every_arm_is_wired_as_tab_2_and_fig_2_say(monkeypatch):
+    calls = []
+
+    def spy(st, tr, va, epochs, lr, distil, *a, **k):
+        x, _ = next(iter(tr))
+        calls.append((isinstance(st.snn, models.ConvSNN), distil, st.teacher is not None, st.dts, epochs, lr, len(x)))
+    monkeypatch.setattr(hsd, "finetune", spy)
+    r = hsd.run_t2((Cue(24, 0), Cue(16, 1)), 2, 3, hsd.ARMS, epochs=2, ft_epochs=1, width=2, L=4, batch_size=8,
+                   lr=1e-3, ft_lr=2e-3, log=None)
+    #  fresh ConvSNN, distillation, teacher, trained on all T, epochs (equal budget: 2 + 1), lr, frames (T1 + T2)
+    expect = {"direct": (True, None, False, False, 3, 1e-3, 5), "hsd": (False, "skd", True, False, 1, 2e-3, 5),
+              "ht": (False, None, False, False, 1, 2e-3, 5), "skd": (True, "skd", True, False, 3, 1e-3, 5),
+              "kd": (False, "kd", True, False, 1, 2e-3, 5), "dts": (True, None, False, True, 3, 1e-3, 5)}
+    assert dict(zip(hsd.ARMS, calls)) == expect and set(r) == {"ann", "converted", *hsd.ARMS}
+
+
+def test_student_routes_the_frames_and_keeps_the_teacher_frozen():
+    x = ms.Tensor(np.arange(5.0)[:, None, None] * np.ones((5, 2, 3)))   # frame t holds the value t
+    teacher = nn.Linear(3, 2, rng=np.random.default_rng(0))
+    st = hsd.Student(nn.Sequential(), 3, teacher)                       # an identity SNN shows what it gets
+    assert st(x).data[:, 0, 0].tolist() == [3, 4] and st.parameters() == [] and not teacher.training
+    np.testing.assert_allclose(st.teacher_logits, teacher(x[:3]).data)   # the teacher: the first T1 frames
+    dts = hsd.Student(nn.Sequential(), 3, dts=True)
+    assert dts.train()(x).data[:, 0, 0].tolist() == [0, 1, 2, 3, 4]      # DTS trains on every frame ...
+    assert dts.eval()(x).data[:, 0, 0].tolist() == [3, 4] and dts.teacher_logits is None   # ... infers on few
+
+
+@pytest.mark.parametrize("distil", ["skd", "kd", None])
+def test_finetune_minimises_ce_plus_lambda_times_the_distillation_term(distil):
+    rng, T1, tau, lam = np.random.default_rng(4), 2, 3.0, 0.7
+    ann = hsd.hsd_ann(3, 2, 8, width=2, L=4, init_lambda=0.5, rng=rng)
+    snn = hsd.convert(ann)
+    batches = [(rng.poisson(0.7, (5, n, 2, 8, 8)).astype(np.float64), rng.integers(0, 3, n)) for n in (4, 6)]
+    hist = hsd.finetune(hsd.Student(snn, T1, ann if distil else None), batches, None, epochs=1, lr=1e-12,
+                        distil=distil, tau=tau, lam=lam, log=None)               # lr ≈ 0: the loss of fixed weights
+    total = 0.0
+    for x, y in batches:
+        out, p_a = snn(ms.Tensor(x[T1:])).data, _softmax(ann.eval()(ms.Tensor(x[:T1])).data, tau).mean(0)
+        kl = lambda p: np.sum(p_a * np.log(p_a / p)) / len(y) * tau ** 2
+        term = {"skd": np.mean([kl(_softmax(z, tau)) for z in out]), "kd": kl(_softmax(out, tau).mean(0)), None: 0}
+        total += (losses.cross_entropy(out, y).item() + lam * term[distil]) * len(y)
+    assert hist[0]["train_loss"] == pytest.approx(total / 10, rel=1e-6)
+    with pytest.raises(ValueError, match="distil"):
+        hsd.finetune(hsd.Student(snn, T1), batches, None, distil="skd")

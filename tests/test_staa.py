@@ -56,28 +56,12 @@ def test_reduces_to_the_library_lif_exactly(dtype):
 def test_default_init_is_close_to_lif_and_flags_off_is_lif():
     x = _x(seed=3)
     lif = neurons.LIF(tau=2.0, surrogate=RECT)(ms.Tensor(x)).data
-    off = staa.STAALIF(8, 5, tsrd=0.0, gc=False, pe=False, sa=False)
+    off = staa.STAALIF(8, 5, tsrd=0.0, gc=False, pe=None, sa=False)
     assert np.array_equal(off(ms.Tensor(x)).data, lif)
-    assert {n for n, _ in off.named_parameters()} == {"M", "N", "pos"}
+    assert {n for n, _ in off.named_parameters()} == {"M", "N"}
     m = staa.STAALIF(8, 5, tsrd=0.0)        # GC value zero-initialised, Pos = 0, gates σ(4 + ...) near 1
     assert np.all(m.pos.data == 0) and np.all(m.gc1.value.weight.data == 0)
     assert 0.9 < (m(ms.Tensor(x)).data == lif).mean() < 1.0
-
-
-@settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), T=st.integers(1, 6))
-def test_reduces_to_the_adaptive_lif(seed, T):
-    """Same reductions with learnt per-channel M, N: V = M ⊙ H + N ⊙ I (eq. 6) == LIF(decay=M, gain=N)."""
-    rng = np.random.default_rng(seed)
-    x = _x(T=T, seed=seed)
-    m = staa.STAALIF(8, T, tsrd=0.5, rng=rng)
-    _force_identity(m)
-    m.M.data = rng.uniform(0.1, 1.0, (8, 1, 1)).astype(np.float32)
-    m.N.data = rng.uniform(0.2, 1.5, (8, 1, 1)).astype(np.float32)
-    m.eval()
-    ref = neurons.LIF(decay=m.M.data, gain=m.N.data, surrogate=RECT)
-    for a, b in zip(_run_recorded(m, x), _run_recorded(ref, x)):
-        assert np.array_equal(a, b)
 
 
 def test_tsrd_beta_one_is_the_plain_addition_neuron():
@@ -202,7 +186,7 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="tsrd"):
         staa.STAALIF(8, 5, tsrd=1.5)
     with pytest.raises(ValueError, match="dataset"):
-        staa.run_comparison("cifar")
+        staa.claim_run_lowT(0, True, dataset="cifar")
 
 
 def test_factory_in_models_and_flat_input():
@@ -224,3 +208,129 @@ def test_factory_in_models_and_flat_input():
     _force_identity(flat)
     v = _x(T=3, N=4, C=6, H=1, W=1)[..., 0, 0]
     assert np.array_equal(flat(ms.Tensor(v)).data, neurons.LIF(tau=2.0, surrogate=RECT)(ms.Tensor(v)).data)
+
+
+def _np_gc(g, z):
+    """NumPy GC block (eq. 7–10) on z [N, C, H, W]."""
+    n, c = z.shape[:2]
+    flat = z.reshape(n, c, -1)
+    logits = np.einsum("c,ncp->np", g.key.weight.data[0], flat) + g.key.bias.data[0]
+    a = 1 / (1 + np.exp(-logits)) if g.pooling == "sigmoid" else np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    q = np.einsum("ncp,np->nc", flat, a) @ g.query.weight.data.T + g.query.bias.data            # eq. 7, 8
+    ln = (q - q.mean(-1, keepdims=True)) / np.sqrt(q.var(-1, keepdims=True) + 1e-5) * g.ln_weight.data + g.ln_bias.data
+    return z + (np.maximum(ln, 0) @ g.value.weight.data.T + g.value.bias.data)[:, :, None, None]   # eq. 9, 10
+
+
+def _np_sa(sa, u):
+    pooled = sum(u.mean((2, 3)) if p == "avg" else u.max((2, 3)) for p in sa.pool.split("+"))
+    z = np.maximum(sa.alpha * pooled @ sa.conv1.weight.data.T + sa.conv1.bias.data, 0)
+    return u / (1 + np.exp(-(z @ sa.conv2.weight.data.T + sa.conv2.bias.data)))[:, :, None, None]   # eq. 12
+
+
+def _np_staa(m, x):
+    """NumPy reference of STAALIF's forward (eval, eq. 6–14) -> membranes V [T, N, C, H, W]."""
+    pos = {k: getattr(m, k).data[:, None, :, None, None] for k in ("pos", "pos_h") if hasattr(m, k)}
+    zero = np.zeros((m.T, 1, m.channels, 1, 1))
+    p_in = pos["pos"] if m.pe in ("input", "both") else zero
+    p_h = pos.get("pos_h", pos.get("pos")) if m.pe in ("state", "both") else zero
+    p_u = pos["pos"] if m.pe == "aggregate" else zero
+    h, vs = np.zeros(x.shape[1:]), []
+    for t in range(m.T):
+        u = m.M.data * _np_gc(m.gc2, h + p_h[t]) + m.N.data * _np_gc(m.gc1, x[t] + p_in[t]) + p_u[t]   # eq. 11, 13
+        v = _np_sa(m.sa, u)
+        h = np.where(v >= m.v_threshold, 0.0, v)
+        vs.append(v)
+    return np.stack(vs)
+
+
+@pytest.mark.parametrize("pe,pooling,sa_pool", [("input", "sigmoid", "avg"), ("state", "softmax", "max"),
+                                                ("both", "sigmoid", "avg+max"), ("aggregate", "sigmoid", "avg")])
+def test_forward_values_with_position_encoding_match_numpy(pe, pooling, sa_pool):
+    """Pos ≠ 0, trained-looking GC and SA: the whole forward equals an independent NumPy reference."""
+    m = staa.STAALIF(8, 4, tsrd=0.0, pe=pe, pooling=pooling, sa_pool=sa_pool, reduction=2, sa_reduction=4,
+                     rng=np.random.default_rng(0)).eval()
+    _randomise(m, seed=11, scale=0.4)
+    for p in m.parameters():
+        p.data = p.data.astype(np.float64)
+    m.pos.data = np.random.default_rng(12).normal(0, 0.8, m.pos.shape)
+    x = _x(T=4, N=2, C=8, H=3, W=3, dtype=np.float64, seed=13)
+    s, v, _ = _run_recorded(m, x)
+    ref = _np_staa(m, x)
+    np.testing.assert_allclose(v, ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(s, ref >= 1.0)
+    assert 0.05 < s.mean() < 0.95
+    m.pos.data = np.zeros_like(m.pos.data)                 # the encoding changes the result
+    assert not np.allclose(_run_recorded(m, x)[1], v)
+
+
+def test_step_attention_hand_example():
+    u = np.zeros((1, 2, 2, 2))
+    u[0, 0] = [[1, 2], [3, 6]]                              # channel 0: mean 3, max 6
+    u[0, 1] = [[0, 0], [4, 0]]                              # channel 1: mean 1, max 4
+    sig = lambda z: 1 / (1 + np.exp(-z))
+
+    def gates(**kw):
+        sa = staa.StepAttention(2, reduction=2, **kw)
+        sa.conv1.weight.data[...], sa.conv1.bias.data[...] = [[0.5, -1.0]], 0.25
+        sa.conv2.weight.data[...], sa.conv2.bias.data[...] = [[2.0], [-1.0]], [0.0, 1.0]
+        out = sa(ms.Tensor(u)).data
+        np.testing.assert_allclose(out, u * sa.gate(ms.Tensor(u)).data)
+        return sa.gate(ms.Tensor(u)).data.ravel()
+    # α·AvgPool, α = 2: z1 = ReLU(0.5·6 − 1·2 + 0.25) = 1.25 -> gates σ(2.5), σ(−1.25 + 1)
+    np.testing.assert_allclose(gates(), sig(np.array([2.5, -0.25])))
+    np.testing.assert_allclose(gates(alpha=1.0), sig(np.array([1.5, 0.25])))                 # +1 AvgPool
+    np.testing.assert_allclose(gates(alpha=1.0, pool="max"), sig(np.array([0.0, 1.0])))      # ReLU(3 − 4 + .25) = 0
+    np.testing.assert_allclose(gates(alpha=1.0, pool="avg+max"), sig(np.array([0.0, 1.0])))  # ReLU(4.5 − 5 + .25)
+    with pytest.raises(ValueError, match="pool"):
+        staa.StepAttention(2, pool="min")
+
+
+def test_fixed_position_encoding_and_placements():
+    pe = staa.fixed_position_encoding(3, 4)
+    np.testing.assert_allclose(pe[0], [0, 1, 0, 1])                          # sin(0), cos(0)
+    np.testing.assert_allclose(pe[2], [np.sin(2), np.cos(2), np.sin(2 / 100), np.cos(2 / 100)], rtol=1e-6)
+    fixed = staa.STAALIF(4, 3, pe_learn=False)
+    assert "pos" not in dict(fixed.named_parameters()) and "pos" in fixed.state_dict()
+    np.testing.assert_array_equal(fixed.pos, pe)
+    names = lambda **kw: {n for n, _ in staa.STAALIF(4, 3, **kw).named_parameters() if n.startswith("pos")}
+    assert names() == {"pos"} and names(pe="both") == {"pos", "pos_h"} and names(pe=None) == set()
+    assert staa.GCBlock(4).pooling == "sigmoid" and staa.STAALIF(4, 3).gc1.pooling == "sigmoid"   # eq. 7
+    sa = staa.STAALIF(4, 3).sa
+    assert sa.pool == "avg" and sa.alpha == 2.0                                  # eq. 12: α·AvgPool, α = 2
+    with pytest.raises(ValueError, match="pe in"):
+        staa.STAALIF(4, 3, pe="output")
+
+
+def test_low_T_quick_run_claims_and_ablations():
+    from minisnn import claims
+    rep = staa.claim_run_lowT(0, True, Ts=(2, 4))
+    assert set(rep) == {f"{n}_T{T}" for n in staa.VARIANTS for T in (2, 4)}
+    assert all(0 <= r["accuracy"] <= 1 and 0 <= r["spike_rate"] <= 1 for r in rep.values())
+    assert claims.collect("staa")[1] == staa.CLAIMS
+    arms = {f"{n}_T{T}" for n in staa.VARIANTS for T in (2, 4, 8)}
+    assert all(c.baseline in arms and c.method in arms and c.metric == "accuracy" for c in staa.CLAIMS)
+    assert {c.baseline for c in staa.CLAIMS} == {"lif_T2", "lif_T4", "lif_T8"}
+    layers = lambda name: [m for m in models.ConvSNN(10, 2, 8, 4, staa.ABLATIONS[name](4, np.random.default_rng(0)))
+                           .modules() if isinstance(m, staa.STAALIF)]
+    assert layers("pe_fixed")[0].pe == "input" and "pos" not in dict(layers("pe_fixed")[0].named_parameters())
+    assert layers("sa_max")[1].sa.pool == "max" and layers("sa_max")[1].sa.alpha == 1.0
+    assert layers("gc_softmax")[0].gc2.pooling == "softmax" and layers("staa")[0].gc2.pooling == "sigmoid"
+    assert layers("pe_both")[0].pe == "both" and layers("pe_none")[0].pe is None
+    biases = [staa.VARIANTS[n](2, np.random.default_rng(0))(8).sa.conv2.bias.data for n in ("staa", "staa_paper_init")]
+    assert (biases[0] == 4.0).all() and np.abs(biases[1]).max() < 1.0          # sa_bias=4 vs the default init
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), T=st.integers(1, 6))
+def test_reduces_to_the_adaptive_lif(seed, T):
+    """Same reductions with learnt per-channel M, N: V = M ⊙ H + N ⊙ I (eq. 6) == LIF(decay=M, gain=N)."""
+    rng = np.random.default_rng(seed)
+    x = _x(T=T, seed=seed)
+    m = staa.STAALIF(8, T, tsrd=0.5, rng=rng)
+    _force_identity(m)
+    m.M.data = rng.uniform(0.1, 1.0, (8, 1, 1)).astype(np.float32)
+    m.N.data = rng.uniform(0.2, 1.5, (8, 1, 1)).astype(np.float32)
+    m.eval()
+    ref = neurons.LIF(decay=m.M.data, gain=m.N.data, surrogate=RECT)
+    for a, b in zip(_run_recorded(m, x), _run_recorded(ref, x)):
+        assert np.array_equal(a, b)

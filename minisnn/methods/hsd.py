@@ -1,25 +1,30 @@
 """HSD — Hybrid Step-wise Distillation (ACM MM 2024; spec ``shared/specs/hsd.md``).
 
-The pipeline of the paper's Fig. 3 / Alg. 1 on event frames split by eq. 1 into ``T = T1 + T2``:
+The pipeline of the paper's Fig. 3 / Alg. 1 on event frames split by eq. 1 into ``T = T1 + T2`` (the stream is
+cut into T1 + T2 frames for each T2 on its own, ``data_tools.frames.partition``):
 
 1. **ANN temporal training** (§4.1): a 2-D ANN with QCFS activations (eq. 8) and average pooling
    sees each of the first T1 frames independently and is trained with the average CE, eq. 5.
 2. **Conversion** (§4.2, eq. 3–4, 6–7): weights copied, each QCFS becomes an IF neuron with
    threshold θ = λ, v(0) = θ/2, reset by subtraction, whose spikes carry the value θ.
 3. **SKD fine-tuning** (§4.3–4.4, eq. 9–13): the SNN runs on the last T2 frames; its loss is
-   CE(mean_t z_t, y) + λ·L_SKD, each step distilled towards the frozen ANN's soft labels.
+   CE(mean_t z_t, y) + λ·L_SKD, each step distilled towards the frozen ANN's soft labels. Distributions
+   over steps average *probabilities*, as eq. 10 says: p_s = (1/T2) Σ_t p_s^t, and the teacher's p_a over
+   its T1 frames "resembles Eq. (10)".
 
 Where the paper is silent we say so (RECONSTRUCTED): BatchNorm is folded into the preceding
-convolution at conversion; vanilla KD averages the student's logits (not its probabilities);
-when T2 is smaller than the SNN segment, the SNN reads that segment's first T2 frames.
+convolution at conversion.
 """
 import copy
+import functools
+import time
 
 import numpy as np
 
 from .. import functional as F
-from .. import losses, neurons, optim, train
-from ..autograd import Tensor, no_grad, tensor
+from .. import losses, neurons, train
+from ..autograd import no_grad, tensor
+from ..claims import Claim
 from ..nn import (AvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module, Parameter, ReLU,
                   Sequential)
 
@@ -39,10 +44,8 @@ class QCFS(Module):
 
     def __init__(self, L=16, init_lambda=8.0):
         super().__init__()
-        if int(L) != L or L < 1:
-            raise ValueError(f"QCFS: L must be a positive integer, got {L}")
-        if not init_lambda > 0:
-            raise ValueError(f"QCFS: init_lambda must be > 0, got {init_lambda}")
+        if int(L) != L or L < 1 or not init_lambda > 0:
+            raise ValueError(f"QCFS: L must be a positive integer and init_lambda > 0, got {L}, {init_lambda}")
         self.L = int(L)
         self.lam = Parameter(np.array(init_lambda, dtype=np.float32))
 
@@ -74,13 +77,10 @@ def ace_loss(ann_logits, labels, mode="per_frame"):
     ``mode="mean"`` is the public code's variant, CE of the frame-mean logits. ``ann_logits`` is [T1, N, K].
     """
     z = tensor(ann_logits)
-    if z.ndim != 3:
-        raise ValueError(f"ace_loss: ann_logits must be [T1, N, K], got shape {z.shape}")
-    if mode == "per_frame":
-        return losses.tet_loss(z, labels)
-    if mode == "mean":
-        return losses.cross_entropy(z, labels)
-    raise ValueError(f"ace_loss: mode must be 'per_frame' or 'mean', got {mode!r}")
+    if z.ndim != 3 or mode not in ("per_frame", "mean"):
+        raise ValueError(f"ace_loss: ann_logits must be [T1, N, K] and mode 'per_frame' or 'mean', got {z.shape}, "
+                         f"{mode!r}")
+    return losses.tet_loss(z, labels) if mode == "per_frame" else losses.cross_entropy(z, labels)
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -139,8 +139,9 @@ def convert(ann, fold_bn=True):
 
     Each QCFS(λ) becomes ``ThetaIF(θ = λ)``; BatchNorm2d is folded into the conv before it (``fold_bn=False``
     keeps a copy instead, as QCFS's reference code does: same eval output, batch statistics when fine-tuned;
-    measured on DigitsDVS, folding fine-tunes as well or better); other layers are deep copies. For one layer with constant input z over T_AS = L steps the IF average n·θ/T_AS
-    equals QCFS(z) exactly (spec §4); deeper, the error shrinks with T_AS only in expectation (eq. 6–7).
+    measured on DigitsDVS, folding fine-tunes as well or better); other layers are deep copies. For one layer with
+    constant input z over T_AS = L steps the IF average n·θ/T_AS equals QCFS(z) exactly (spec §4); deeper, the
+    error shrinks with T_AS only in expectation (eq. 6–7).
     The SNN maps [T, N, P, H, W] -> [T, N, K].
     """
     if not isinstance(ann, Sequential):
@@ -151,35 +152,22 @@ def convert(ann, fold_bn=True):
 # ----------------------------------------------------------------------------- distillation losses
 
 
-def _teacher_probs(teacher_logits, tau, n, k, dtype):
-    zt = np.asarray(getattr(teacher_logits, "data", teacher_logits), dtype=dtype)
-    zt = zt.mean(0) if zt.ndim == 3 else zt
-    if zt.shape != (n, k):
-        raise ValueError(f"teacher_logits must be [T1, {n}, {k}] or [{n}, {k}], got {zt.shape}")
-    return np.exp(F.log_softmax(zt / tau).data)
-
-
 def skd_loss(student_logits, teacher_logits, tau=10.0):
-    """Step-wise KD, eq. 11 (with Hinton's τ², batch mean)::
+    """Step-wise KD, eq. 11 (with Hinton's τ², batch mean): vanilla KD against every single step::
 
-        L_SKD = (1/T2) Σ_t KL(p_a ‖ p_s^t)·τ²,  p_a = softmax(mean_t' z^ANN_t' / τ),  p_s^t = softmax(z_t / τ)
+        L_SKD = (1/T2) Σ_t KL(p_a ‖ p_s^t)·τ²,  p_s^t = softmax(z_t / τ),  p_a = (1/T1) Σ_t' softmax(z^ANN_t' / τ)
 
-    ``student_logits`` [T2, N, K]; ``teacher_logits`` [T1, N, K] (or [N, K]) is a constant (frozen teacher).
+    (p_a "resembles Eq. (10)": probabilities averaged). ``student_logits`` [T2, N, K]; ``teacher_logits`` [T1, N, K]
+    (or [N, K]) is a constant (frozen teacher).
     """
     zs = tensor(student_logits)
     if zs.ndim != 3:
         raise ValueError(f"skd_loss: student_logits must be [T2, N, K], got shape {zs.shape}")
-    if not tau > 0:
-        raise ValueError(f"skd_loss: tau must be > 0, got {tau}")
-    T2, N, K = zs.shape
-    p_a = _teacher_probs(teacher_logits, tau, N, K, zs.dtype)
-    log_p_a = np.log(np.maximum(p_a, np.finfo(zs.dtype).tiny))
-    kl = F.sum(p_a * (log_p_a - F.log_softmax(zs / tau, axis=-1))) / (T2 * N)
-    return kl * (tau * tau)
+    return sum(kd_loss(zs[t], teacher_logits, tau) for t in range(len(zs))) / len(zs)
 
 
 def kd_loss(student_logits, teacher_logits, tau=10.0):
-    """Vanilla KD, eq. 9: KL(p_a ‖ p_s)·τ² with p_s = softmax(mean_t z_t / τ) (time-mean logits, spec §5)."""
+    """Vanilla KD, eq. 9-10: KL(p_a ‖ p_s)·τ², p_s = (1/T2) Σ_t softmax(z_t / τ), p_a alike (``losses.kd_loss``)."""
     return losses.kd_loss(student_logits, teacher_logits, tau)
 
 
@@ -187,112 +175,117 @@ def kd_loss(student_logits, teacher_logits, tau=10.0):
 
 
 class FrameWindow:
-    """A loader view that yields one side of eq. 1's split ``partition(frames, T1)``: the ANN's first T1
-    frames (``T2=None``) or the first T2 frames of the SNN's segment (all of it when T2 = T − T1)."""
+    """A loader view: frames ``start:stop`` of every batch (the ANN's first T1 frames: ``0, T1``; frame t alone)."""
 
-    def __init__(self, loader, T1, T2=None):
-        self.loader, self.T1, self.T2 = loader, int(T1), T2
+    def __init__(self, loader, start, stop):
+        self.loader, self.start, self.stop = loader, int(start), int(stop)
 
     def __len__(self):
         return len(self.loader)
 
     def __iter__(self):
+        for frames, labels in self.loader:
+            yield frames[self.start:self.stop], labels
+
+
+class Student(Module):
+    """An SNN fed whole T1 + T2 frame sequences: it sees the last T2, ``partition(x, T1)[1]`` (``dts``: all T frames
+    in training, Fig. 2's DTS); a frozen ``teacher`` (eval mode, no gradient, not a sub-module: no optimiser sees it)
+    leaves its logits on the first T1 frames in ``teacher_logits``, for the distillation loss."""
+
+    def __init__(self, snn, T1, teacher=None, dts=False):
+        super().__init__()
+        self.snn, self.T1, self.dts, self.teacher_logits = snn, int(T1), bool(dts), None
+        object.__setattr__(self, "teacher", teacher)
+
+    def forward(self, x):
         from data_tools.frames import partition
-        for frames, labels in self.loader:
-            first, rest = partition(frames, self.T1)
-            if self.T2 is not None and not 1 <= self.T2 <= len(rest):
-                raise ValueError(f"T2 must lie in [1, {len(rest)}], got {self.T2}")
-            yield (first if self.T2 is None else rest[:self.T2]), labels
-
-
-class _Slice(FrameWindow):
-    """Frame t alone (a length-1 sequence): the ANN's accuracy on every frame shows how alike the segments are."""
-
-    def __iter__(self):
-        for frames, labels in self.loader:
-            yield frames[self.T1:self.T1 + 1], labels
-
-
-def finetune(snn, ann, loader, T1, T2, epochs=1, lr=1e-4, tau=10.0, lam=1.0, skd=True, log=print):
-    """SKD fine-tuning (Alg. 1, second half): L_all = CE(mean_t z_t, y) + λ·L_SKD, eq. 13, with Adam.
-
-    ``loader`` yields full frame sequences split by ``partition(frames, T1)``: the frozen ANN (eval mode)
-    sees the first T1 frames, the SNN the next T2. ``skd=False`` distils with vanilla KD (eq. 9) instead.
-    Returns the mean loss of each epoch.
-    """
-    from data_tools.frames import partition
-    opt, history = optim.Adam(snn.parameters(), lr=lr), []
-    distil = skd_loss if skd else kd_loss
-    ann.eval()
-    for epoch in range(epochs):
-        snn.train()
-        total = n = 0
-        for frames, y in loader:
-            first, rest = partition(frames, T1)
+        first, rest = partition(x, self.T1)
+        if self.teacher is not None:
             with no_grad():
-                teacher = ann(Tensor(first)).data
-            out = snn(Tensor(rest[:T2]))
-            loss = losses.cross_entropy(out, y) + lam * distil(out, teacher, tau)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total, n = total + float(loss.data) * len(y), n + len(y)
-        history.append(total / max(n, 1))
-        if log:
-            log(f"  fine-tune T2={T2} epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f}")
-    return history
+                self.teacher_logits = self.teacher.eval()(first).data
+        return self.snn(x if self.training and self.dts else rest)
+
+
+def finetune(student, train_loader, val_loader, epochs=1, lr=1e-4, distil="skd", tau=10.0, lam=1.0, log=print):
+    """Train a :class:`Student` with Adam (Alg. 1, second half): L_all = CE(mean_t z_t, y) + λ·L (eq. 13), L = L_SKD
+    (eq. 11, ``distil="skd"``), vanilla L_KD (eq. 9, ``"kd"``) or none (``None``: CE only, "HT only" of Tab. 2).
+    Keeps the epoch of the best validation accuracy (``train.fit``) and returns fit's history."""
+    if distil not in ("skd", "kd", None) or (distil and student.teacher is None):
+        raise ValueError(f"finetune: distil must be 'skd', 'kd' (both need a Student with a teacher) or None, "
+                         f"got {distil!r}")
+    fn = skd_loss if distil == "skd" else kd_loss
+
+    def loss(out, y):
+        ce = losses.cross_entropy(out, y)
+        return ce + lam * fn(out, student.teacher_logits, tau) if distil else ce
+    return train.fit(student, train_loader, val_loader, epochs, lr, loss_fn=loss, log=log)
 
 
 # ----------------------------------------------------------------------------- the pipeline
 
-
-def _datasets(dataset, quick, seed):
-    """(train, test): a dataset name (``data_tools.datasets.load``) or a given pair; ``quick``: 300 / 150 samples."""
-    from data_tools.datasets import load
-    if isinstance(dataset, tuple):
-        return dataset
-    return load(dataset, seed, *((300, 150) if quick else (None, None)))
+ARMS = ("direct", "hsd", "ht", "skd", "kd", "dts")
 
 
-def run_pipeline(dataset="digits", T1=5, T2s=(1, 2, 3, 5), epochs=4, quick=False, log=print, ft_epochs=2,
-                 width=8, L=8, init_lambda=2.0, lr=3e-3, ft_lr=3e-3, batch_size=32, tau=10.0, lam=1.0, seed=0):
-    """HSD end to end, beside a directly trained SNN at the same T2 (the paper's Fig. 2 / Tab. 2 setting).
-
-    Frames: T1 + max(T2s) per sample (eq. 1). ANN (QCFS, L) trained ``epochs`` epochs on the first T1
-    frames with eq. 5 -> for each T2: convert (accuracy before fine-tuning), SKD fine-tune ``ft_epochs``
-    epochs on the SNN segment's first T2 frames, test; the direct SNN (``models.ConvSNN``, LIF, CE) trains
-    ``epochs + ft_epochs`` epochs on exactly the frames the HSD SNN sees. Returns a dict of accuracies,
-    including the ANN's on each single frame ("ann_frame_accuracy": does it transfer to the SNN's segment?).
-    """
-    from data_tools.datasets import validation_split
+def run_t2(dataset="digits", T1=5, T2=1, arms=("direct", "hsd"), seed=0, quick=False, log=print, epochs=None,
+           ft_epochs=None, width=8, L=8, init_lambda=2.0, lr=3e-3, ft_lr=3e-3, batch_size=32, tau=10.0, lam=1.0):
+    """HSD and its baselines at one T2, every sample cut into T = T1 + T2 frames for this T2 alone (eq. 1); every arm
+    is tested on the same input, the last T2 frames. "hsd": QCFS ANN trained ``epochs`` on the first T1 frames
+    (eq. 5) -> convert -> ``finetune`` ``ft_epochs`` with CE + λ·SKD; "ht" (hybrid training only), "kd": the same with
+    CE / CE + λ·KD. "direct" (Fig. 2's STS): ``models.ConvSNN`` trained with CE on the last T2 frames; "skd": + λ·SKD
+    from the ANN; "dts": trained on all T frames. Equal budget = equal passes over the training set in the same batch
+    order: ANN + fine-tuning epochs (default 3 + 3; ``quick``: 1 + 1 on 150 / 75 samples) = the direct arms' epochs;
+    each arm keeps its best-validation epoch (20 % of the training set, drawn with ``seed``; data seed 0).
+    ``dataset``: a ``data_tools.datasets.load`` name or a (train, test) pair. Returns {arm: {"accuracy", "seconds"
+    (its training)}}, "ann" also with "frame_t" (on frame t alone), and "converted" (before fine-tuning)."""
+    from data_tools.datasets import load, validation_split
     from data_tools.loader import DataLoader
     from .. import models
-    T2s = tuple(int(t) for t in T2s)
-    if T1 < 1 or not T2s or min(T2s) < 1:
-        raise ValueError(f"run_pipeline: T1 and every T2 must be >= 1, got T1={T1}, T2s={T2s}")
-    train_set, test_set = _datasets(dataset, quick, 0)
+    if set(arms) - set(ARMS) or T1 < 1 or T2 < 1:
+        raise ValueError(f"run_t2: arms must come from {ARMS} and T1, T2 >= 1, got {arms}, T1={T1}, T2={T2}")
+    train_set, test_set = dataset if isinstance(dataset, tuple) else load(dataset, 0, *((150, 75) if quick else ()))
     train_set, val_set = validation_split(train_set, 0.2, seed)
-    (_, H, P), K, n_frames = train_set.sensor_size, len(train_set.classes), T1 + max(T2s)
-    rng = np.random.default_rng(seed)
-    tr = DataLoader(train_set, batch_size, n_frames, rng=rng)
-    te = DataLoader(test_set, 128, n_frames, shuffle=False)
+    epochs, ft_epochs = epochs or (1 if quick else 3), ft_epochs or (1 if quick else 3)
+    (_, H, P), K, T = train_set.sensor_size, len(train_set.classes), T1 + T2
+    tr = DataLoader(train_set, batch_size, T)
+    va, te = (DataLoader(s, 128, T, shuffle=False) for s in (val_set, test_set))
     ann = hsd_ann(K, P, H, width, L, init_lambda, rng=np.random.default_rng(seed))
+    tr.rng, t0 = np.random.default_rng(seed), time.perf_counter()          # every arm: the same batch order
+    train.fit(ann, FrameWindow(tr, 0, T1), FrameWindow(va, 0, T1), epochs, lr, loss_fn=ace_loss, log=log)
+    acc = lambda model, view: train.evaluate(model, view)["accuracy"]                 # noqa: E731
+    res = {"ann": {"accuracy": acc(ann, FrameWindow(te, 0, T1)), "seconds": time.perf_counter() - t0,
+                   **{f"frame_{t + 1}": acc(ann, FrameWindow(te, t, t + 1)) for t in range(T)}},
+           "converted": {"accuracy": acc(Student(convert(ann), T1), te)}}
+    for arm in arms:
+        ht, distil = arm in ("hsd", "ht", "kd"), {"hsd": "skd", "skd": "skd", "kd": "kd"}.get(arm)
+        snn = convert(ann) if ht else models.ConvSNN(K, P, H, width, rng=np.random.default_rng(seed))
+        student = Student(snn, T1, ann if distil else None, arm == "dts")
+        tr.rng, t0 = np.random.default_rng(seed), time.perf_counter()
+        finetune(student, tr, va, ft_epochs if ht else epochs + ft_epochs, ft_lr if ht else lr, distil, tau, lam, None)
+        res[arm] = {"accuracy": acc(student, te), "seconds": time.perf_counter() - t0}
     if log:
-        log(f"ANN (QCFS L={L}) on the first {T1} of {n_frames} frames, {len(train_set)} train samples")
-    va = DataLoader(val_set, 128, n_frames, shuffle=False)
-    train.fit(ann, FrameWindow(tr, T1), FrameWindow(va, T1), epochs, lr, loss_fn=ace_loss, log=log)
-    result = {"T1": T1, "L": L, "ann_accuracy": train.evaluate(ann, FrameWindow(te, T1))["accuracy"],
-              "lambdas": [float(m.lam.data) for m in ann.modules() if isinstance(m, QCFS)], "T2": {},
-              "ann_frame_accuracy": [train.evaluate(ann, _Slice(te, t))["accuracy"] for t in range(n_frames)]}
-    for T2 in T2s:
-        snn, test_view = convert(ann), FrameWindow(te, T1, T2)
-        row = {"converted": train.evaluate(snn, test_view)["accuracy"]}
-        finetune(snn, ann, tr, T1, T2, ft_epochs, ft_lr, tau, lam, log=log)
-        row["hsd"] = train.evaluate(snn, test_view)["accuracy"]
-        direct = models.ConvSNN(K, P, H, width, rng=np.random.default_rng(seed))
-        train.fit(direct, FrameWindow(tr, T1, T2), None, epochs + ft_epochs, lr, log=None)
-        row["direct"] = train.evaluate(direct, test_view)["accuracy"]
-        result["T2"][T2] = row
-        if log:
-            log(f"T2={T2}: converted {row['converted']:.2%} -> HSD {row['hsd']:.2%} | direct SNN {row['direct']:.2%}")
-    return result
+        log(f"T1={T1}, T2={T2}: " + " | ".join(f"{k} {v['accuracy']:.2%}" for k, v in res.items()))
+    return res
+
+
+# ----------------------------------------------------------------------------- claims (minisnn.claims)
+
+
+EXPERIMENTS = {"hsd-T2=1": functools.partial(run_t2, "digits", 5, 1, ("direct", "hsd")),   # (seed, quick, log)
+               "hsd-T2=2": functools.partial(run_t2, "digits", 5, 2, ARMS)}
+CLAIMS = [Claim("HSD", where, quote, exp, "accuracy", base, meth) for where, exp, base, meth, quote in (
+    ("§5.5, Fig. 2(a): T = 1", "hsd-T2=1", "direct", "hsd", "For CIFAR10-DVS, setting the time step to 1, TET (STS) "
+     "achieves a performance of 74.82%, while our HSD attains a higher accuracy of 75.81%."),
+    ("§5.5, Fig. 2(a): T = 2", "hsd-T2=2", "direct", "hsd", "As depicted in Fig. 2(a), HSD's performance consistently "
+     "exceeds TET (STS)'s at each time step."),
+    ("§5.5, Fig. 2(c): T = 2", "hsd-T2=2", "dts", "hsd", "With the increase in T, both methods exhibit significant "
+     "accuracy enhancements, with HSD consistently outperforming TET (STS) and TET (DTS)."),
+    ("§1, Fig. 2: T = 2", "hsd-T2=2", "dts", "direct", "Furthermore, we observe that STS often outperforms DTS, "
+     "particularly at lower time steps."),
+    ("§5.3.1, Tab. 2 (T = 5; here T2 = 2)", "hsd-T2=2", "direct", "ht", "The introduction of HT module enables SNN to "
+     "capture more event frame information within lower time steps, resulting in a notable 5.61% performance "
+     "improvement, reaching an accuracy of 79.21%."),
+    ("§5.3.1, Tab. 2 (T = 5; here T2 = 2)", "hsd-T2=2", "direct", "skd", "SKD module effectively transfers the \"Soft "
+     "Labels\" acquired by ANN to SNN, leading to a 2.10% enhancement and an accuracy level of 75.70%."),
+    ("§5.3.2, Tab. 2 (T = 5; here T2 = 2)", "hsd-T2=2", "kd", "hsd", "In Tab. 2, compared to vanilla KD, SKD module "
+     "shows performance enhancements on all three datasets."))]
