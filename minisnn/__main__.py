@@ -95,8 +95,7 @@ def _parser():
         m.add_argument("--fashion-root", default=None, help="folder of the Fashion-MNIST IDX files, if you have them")
         m.add_argument("--verbose", action="store_true", help="print every epoch's progress line")
         if name == "eventrpg":
-            m.add_argument("--table", choices=("table1", "augment"), help="print Table 1 (every map) or Tables 3-5 "
-                           "(every augmentation policy) in miniature, every arm's mean ± 95 %% CI")
+            m.add_argument("--table", choices=("table1", "augment"), help="print Table 1 or Tables 3-5 in full")
         m.set_defaults(fn=claims)
     return p
 

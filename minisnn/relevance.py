@@ -403,9 +403,8 @@ def explain(model, x, target=None, mode="sltrp", init="clrp", alpha=1.0, beta=0.
 
 
 def _layer_index(layers, layer):
-    """Index of ``layer`` (name, int index, or the module); None -> the last layer before the final pooling and
-    Flatten: the feature map before the last fully connected layer (§5.1) at the resolution before the pool, as the
-    reference code's ``feature_map`` (for ConvSNN the second LIF, 17 × 17 on 34 × 34 inputs)."""
+    """Index of ``layer`` (name, int index, or the module); None -> the last layer before the final pooling and Flatten:
+    the feature before the last FC layer (§5.1) at the reference code's ``feature_map`` (ConvSNN: the second LIF)."""
     names = [n for n, _ in layers]
     if layer is None:
         flat = [i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Flatten)]
@@ -592,10 +591,9 @@ def mask_like(maps, x_shape, layout=None, normalized=False, aggregate="T", clip=
     none). The protocol, each choice selectable (defaults first): ``aggregate`` the axes summed before masking: "T"
     (one map per sample, so SLRP and SLTRP maps are scored alike), "" (per step: frame t masked by map t), "TP";
     ``clip`` False keeps negative relevance (the per-sample min-max to [0, 1] sends the most negative value to 0 and
-    zero relevance to a middle grey), True sets it to 0 first; ``order`` "norm": min-max, then bilinear upsampling
-    to H × W (the reference's order), or "resize" first.  ``layout`` names the map's axes (one of LAYOUTS); if None
-    it is inferred from the shape, and a 4-D map that fits both [T, N, h, w] and [N, P, h, w] raises ValueError
-    asking for it. ``normalized``: ``maps`` are a mask already."""
+    zero to a middle grey), True sets it to 0 first; ``order`` "norm": min-max, then bilinear upsampling to H × W
+    (the reference's order), or "resize" first.  ``layout`` names the map's axes (LAYOUTS; None: from the shape, a
+    4-D map fitting [T, N, h, w] and [N, P, h, w] is an error); ``normalized``: ``maps`` are a mask already."""
     T, N, P, H, W = x_shape
     maps = np.asarray(maps)
     lead = {"TNPHW": (T, N, P), "TNHW": (T, N), "NPHW": (N, P), "NHW": (N,)}
@@ -608,9 +606,8 @@ def mask_like(maps, x_shape, layout=None, normalized=False, aggregate="T", clip=
         raise ValueError(f"maps of shape {maps.shape} do not match layout {layout!r} for input {x_shape}")
     if not set(aggregate) <= set("TP") or order not in ("norm", "resize"):
         raise ValueError(f"aggregate must be '', 'T', 'P' or 'TP', order 'norm' or 'resize': {aggregate!r}, {order!r}")
-    for a in "" if normalized else aggregate:
-        if a in layout:
-            maps, layout = maps.sum(layout.index(a)), layout.replace(a, "")
+    for a in [a for a in aggregate if a in layout and not normalized]:
+        maps, layout = maps.sum(layout.index(a)), layout.replace(a, "")
     scale = (lambda m: m) if normalized else (lambda m: normalize(np.maximum(m, 0) if clip else m, layout.index("N")))
     m = resize(scale(maps), (H, W)) if order == "norm" else scale(resize(maps, (H, W)))
     m = m if "T" in layout else m[None]

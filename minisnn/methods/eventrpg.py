@@ -7,10 +7,9 @@
 * EventRPG (§4.4, Fig. 3): per batch one of 10 ops (identity, flip, cutout, rotate, translate x/y,
   shear x/y, scale, RPGDrop), then RPGMix with probability 0.5.
 
-Everything acts on raw events at sensor resolution: events in, valid events out (same dtype, sorted by ``t``,
-inside the sensor).  The functions take plain map arrays; :class:`EventRPG` gets them from :mod:`minisnn.relevance`.
-The paper's experiments in miniature close the file: Table 1 (:func:`faithfulness`) and Tables 3-5 (augmentation
-policies), contributed to the claims table as ``EXPERIMENTS`` / ``CLAIMS`` and printed in full by :func:`table`.
+Raw events at sensor resolution in, valid events out (same dtype, sorted by ``t``, inside the sensor); the maps are
+plain arrays (:class:`EventRPG` gets them from :mod:`minisnn.relevance`).  The file ends with the paper's experiments in
+miniature: Table 1 (:func:`faithfulness`) and Tables 3-5 (``POLICIES``), as ``EXPERIMENTS`` / ``CLAIMS``.
 """
 from functools import partial
 from pathlib import Path
@@ -29,8 +28,7 @@ from ..claims import Claim, mean_ci
 
 def to_sensor(maps, sensor_size):
     """Maps [..., h, w] of the model's input -> [..., H, W] of the sensor, bilinear.  A square map of a non-square
-    sensor comes from frames padded to a square before resizing (appendix C: N-Cars 120 x 100 -> 120 x 120, centred
-    as ``frames.pad_crop``): it is resized to S x S, S = max(W, H), and the padding cut off."""
+    sensor is of frames padded to a square (appendix C, ``frames.pad_crop``): resized to S², S = max(W, H), cropped."""
     W, H, _ = check_sensor_size(sensor_size)
     S = max(W, H) if np.shape(maps)[-1] == np.shape(maps)[-2] else None      # a square map: undo the padding
     return pad_crop(relevance.resize(maps, (S, S)), (H, W)) if S else relevance.resize(maps, (H, W))
@@ -53,12 +51,9 @@ def _drop_map(saliency, sensor_size):
 def rpg_drop(events, saliency, sensor_size, theta, rng, split_by="number"):
     """RPGDrop (§4.2): event e = (x, y, t, p) in time bin b is dropped with probability θ·S[p, b, y, x].
 
-    ``saliency`` is normalised to [0, 1] (one sample): [H, W], [P, H, W] or [P, T_bins, H, W] (SLTRP);
-    missing axes broadcast.  A map smaller than the sensor (the model saw a resized input) is brought to the
-    sensor by :func:`to_sensor`.  Time bins follow ``frames.frame_index(events, T_bins, split_by)``, i.e. the bins of
-    the frames the model saw.  If every event would be dropped the original stream is kept.
-    Expected kept fraction: 1 − θ·mean_e S(e).
-    """
+    ``saliency``: one sample's map in [0, 1], [H, W], [P, H, W] or [P, T_bins, H, W] (SLTRP), missing axes broadcast,
+    brought to the sensor by :func:`to_sensor`; time bins as the model's frames (``frames.frame_index``).  If every
+    event would go the stream is kept.  Expected kept fraction: 1 − θ·mean_e S(e)."""
     validate(events, sensor_size)
     if not np.isscalar(theta) or not 0.0 <= float(theta) <= 1.0:
         raise ValueError(f"theta must be a number in [0, 1], got {theta!r}")
@@ -73,13 +68,11 @@ def rpg_drop(events, saliency, sensor_size, theta, rng, split_by="number"):
 
 
 def cam_box(cam, sensor_size, std_ratio=1.0):
-    """Relevant box of one stream (§4.3): the CAM averaged over its leading axes (time, channels),
-    normalised to [0, 1], brought to the sensor (:func:`to_sensor`); box = bounding box of the pixels ≥ mean +
-    std_ratio·std (capped at the maximum).  Returns inclusive pixel bounds (x0, y0, x1, y1); NaN map -> whole frame.
-
-    No threshold in the paper; spec §8 and the reference's training scripts use the mean (``std_ratio=0``; its class
-    default is 1).  We default to mean + 1·std: CLRP maps have both signs, the empty background normalises to about
-    the mean, and a mean threshold gave the whole frame for most DigitsDVS samples (then RPGMix swaps samples)."""
+    """Relevant box of one stream (§4.3): the CAM averaged over its leading axes (time, channels), normalised to [0,
+    1], brought to the sensor (:func:`to_sensor`); the bounding box of the pixels ≥ mean + std_ratio·std (at most the
+    maximum), inclusive (x0, y0, x1, y1); NaN map -> whole frame.  Spec §8 and the reference's scripts use the mean
+    (``std_ratio=0``): CLRP maps have both signs, the empty background normalises to about the mean, and the mean
+    gave the whole frame for most DigitsDVS samples (RPGMix then swaps samples)."""
     w, h, _ = check_sensor_size(sensor_size)
     c = np.asarray(cam, np.float64)
     if c.ndim < 2 or c.size == 0:
@@ -118,8 +111,7 @@ def place_boxes(size1, size2, sensor_size, rng):
     if not (0 < w1 <= W and 0 < w2 <= W and 0 < h1 <= H and 0 < h2 <= H):
         raise ValueError(f"box sizes {size1}, {size2} must fit the sensor {W}x{H}")
 
-    def u(lo, hi):
-        return int(rng.integers(lo, hi + 1))
+    u = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
     sep_x, sep_y = w1 + w2 <= W, h1 + h2 <= H
     if not sep_x and not sep_y:
         p1, p2, case = (0, 0), (W - w2, H - h2), "neither"
@@ -192,9 +184,8 @@ def rpg_mix(ev1, ev2, cam1, cam2, sensor_size, rng, return_boxes=False, std_rati
 
 
 class EventRPG:
-    """The EventRPG policy (§4.4, Fig. 3): ``frames, soft_labels = policy(batch_events, labels, rng)``.
-
-    Per batch one of ``OPS`` is drawn uniformly.  RPGDrop applies to the whole batch (one saliency pass, θ ~
+    """The EventRPG policy (§4.4, Fig. 3): ``frames, soft_labels = policy(batch_events, labels, rng)``.  Per batch one
+    of ``OPS`` is drawn uniformly.  RPGDrop applies to the whole batch (one saliency pass, θ ~
     U(``theta_range``) per sample; ``drop="cam"``: the CAM guides it, Table 3's "EventRPG (CAM)"; None: no RPGDrop);
     otherwise each sample draws one of ``ops`` (default NDA's 9, ``augment.random_nda``; leave out label-changing
     ones, e.g. flips for direction classes; a sample left empty keeps its events).  Then with probability
@@ -204,8 +195,7 @@ class EventRPG:
     code, which mixes the *un-augmented* batch, RPGMix acts on the augmented events, as Fig. 3 draws it.
     ``saliency_fn(x, targets) -> [N, P, (T,) h, w]`` and ``cam_fn(x, targets) -> [N, ..., h, w]`` replace the
     relevance defaults; ``input_transform(frames) -> model input`` if the model sees resized frames.
-    NDA = ``drop=None, mix_prob=0``; RPGMix alone = ``ops=("identity",), drop=None``.
-    """
+    NDA = ``drop=None, mix_prob=0``; RPGMix alone = ``ops=("identity",), drop=None``."""
 
     def __init__(self, model, sensor_size, n_frames, n_classes=None, mix_prob=0.5, theta_range=(0.5, 1.0),
                  mode="slrp", cam_layer=None, use_labels=True, split_by="number", input_transform=None,
@@ -265,19 +255,14 @@ class EventRPG:
         return self.frames(events).astype(np.float32, copy=False), soft
 
 
-class EventRPGLoader:
+class EventRPGLoader(DataLoader):
     """``for frames, soft_labels in EventRPGLoader(ds, 32, n_frames, model, rng)`` — EventRPG-augmented, shuffled
     batches for :func:`minisnn.train.fit` (its cross-entropy accepts soft labels).  ``policy_kw`` go to
     :class:`EventRPG`; the policy's maps come from ``model`` as it trains (the paper's online setting)."""
 
     def __init__(self, dataset, batch_size, n_frames, model, rng, **policy_kw):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.dataset, self.batch_size, self.rng = dataset, int(batch_size), rng
+        super().__init__(dataset, batch_size, n_frames, rng)
         self.policy = EventRPG(model, dataset.sensor_size, n_frames, **{"n_classes": len(dataset.classes), **policy_kw})
-
-    def __len__(self):
-        return -(-len(self.dataset) // self.batch_size)
 
     def __iter__(self):
         order = self.rng.permutation(len(self.dataset))
@@ -294,12 +279,11 @@ PROTOCOLS = {"": {}, " per step": {"aggregate": ""}, " clipped": {"clip": True}}
 
 
 def faithfulness(model, x, boxes=None, layer=None, rng=None):
-    """Table 1 in miniature, {row: {metric: value}}, for frames ``x`` [T, N, P, H, W] and maps of the predicted class:
+    """Table 1 in miniature, {row: {metric: value}}, for frames ``x`` [T, N, P, H, W], maps of the predicted class:
     SAM, Grad-CAM(++), RelCAM, CAM at ``layer`` (default: the spike map before the final pooling, the reference's
-    ``feature_map``), the saliency maps, and two sanity rows the paper lacks: a uniform random map, the event counts.
-    A.D. ↓, A.I. ↑ in % (:func:`relevance.average_drop_increase`; default protocol of :func:`relevance.mask_like`,
-    and each of ``PROTOCOLS``: suffix); "kept": mean_n Σ x·M / Σ x in % (default and clipped mask M); with ``boxes``
-    [N, 4] (the object, inclusive pixel bounds) also that share inside ("kept (object)") and outside ("(clutter)")."""
+    ``feature_map``), saliency, and sanity rows the paper lacks (a uniform random map, the event counts).  A.D. ↓,
+    A.I. ↑ in % under :func:`relevance.mask_like`'s default protocol and each of ``PROTOCOLS`` (suffix); "kept" =
+    mean_n Σ x·M / Σ x in % (default and clipped mask M), with ``boxes`` [N, 4] also inside / outside them."""
     rv, rng = relevance, np.random.default_rng(0) if rng is None else rng
     maps = {"SAM": (rv.sam(model, x, layer), "TNHW"), "Grad-CAM": (rv.grad_cam(model, x, layer), "TNHW"),
             "Grad-CAM++": (rv.grad_cam_pp(model, x, layer), "TNHW"), "event count": (x.sum((0, 2)), "NHW"),
@@ -325,9 +309,8 @@ def faithfulness(model, x, boxes=None, layer=None, rng=None):
 
 
 def _train(model, train_set, test_set, seed, epochs, T, log, loader=None):
-    """Adam + cosine (appendix C.3), lr 3e-3, batches of 32, on 80 % of ``train_set``; the epoch kept by accuracy on
-    the other 20 % (``validation_split``, seeded); ``loader(subset)``: augmented batches. Returns the kept model's
-    accuracies on those 80 % (clean frames) and on ``test_set``."""
+    """Adam + cosine (C.3), lr 3e-3, batches of 32, on 80 % of ``train_set``, the epoch kept on the other 20 % (seeded);
+    ``loader(subset)``: augmented batches. Returns the accuracies on those 80 % (clean frames) and on ``test_set``."""
     tr, va = validation_split(train_set, 0.2, seed)
     tr_loader = loader(tr) if loader else DataLoader(tr, 32, T, rng=np.random.default_rng(seed))
     train.fit(model, tr_loader, DataLoader(va, 128, T, shuffle=False), epochs=epochs, lr=3e-3, log=log)
@@ -335,9 +318,8 @@ def _train(model, train_set, test_set, seed, epochs, T, log, loader=None):
 
 
 def run_table1(dataset, seed, quick=False, log=None, T=6, epochs=6, cfg=(16, "P", 32, "P", 64, "P")):
-    """One training seed of Table 1 in miniature: a three-block VGG-SNN (LIF τ = 2; the nearest to the paper's
-    Spike-VGG11 that fits the time budget) trained on ``dataset`` (:func:`_train`), then :func:`faithfulness` on its
-    whole test set (the data fixed: dataset seed 0). Returns {row: metrics, "model": {"accuracy": test accuracy}}."""
+    """One seed of Table 1 in miniature: a three-block VGG-SNN (LIF τ = 2; the nearest to Spike-VGG11 that fits the
+    time budget) trained on ``dataset`` (:func:`_train`), :func:`faithfulness` on the test set; + "model" accuracy."""
     train_set, test_set = load(dataset, 0, *(40, 16) if quick else (2000, 500) if dataset == "fashion" else (None,) * 2)
     T, epochs, cfg = (2, 1, (4, "P", 8, "P")) if quick else (T, epochs, cfg)
     _, H, P = train_set.sensor_size
@@ -354,12 +336,10 @@ POLICIES = {"none": None, "EventDrop": "eventdrop", "NDA": {"drop": None, "mix_p
 
 
 def run_augment(dataset, seed, quick=False, log=None, n_train=None, epochs=30, T=6, width=8):
-    """One training seed of Tables 3-5 in miniature: ConvSNN(``width``) for ``epochs`` on ``n_train`` samples (250
-    digits, 100 MotionDVS clips: few enough to over-fit; :func:`_train`) under each of ``POLICIES``: none, EventDrop
-    (``augment.random_eventdrop``), NDA (the geometric ops alone), RPGDrop alone (identity or RPGDrop per batch),
-    RPGMix alone (probability 0.5), EventRPG with CAM-guided drop, EventRPG; the same seed, initial weights and data
-    for all; no flips or rotations for MotionDVS (its classes are directions). Returns {policy: {"accuracy" (test),
-    "train accuracy", "gap" (train − test)}}."""
+    """One seed of Tables 3-5 in miniature: ConvSNN(``width``), ``epochs`` on ``n_train`` samples (250 digits, 100
+    MotionDVS clips: few enough to over-fit; :func:`_train`) under each of ``POLICIES`` (none, EventDrop, NDA = the
+    geometric ops alone, RPGDrop or RPGMix alone, EventRPG with CAM-guided drop, EventRPG), same seed, weights and
+    data; no flips or rotations for MotionDVS (classes are directions). -> {policy: {accuracy, train accuracy, gap}}."""
     n_train, epochs, T, width = (30, 1, 2, 2) if quick else (n_train or (100 if dataset == "motion" else 250), epochs,
                                                              T, width)
     train_set, test_set = load(dataset, 0, n_train, 16 if quick else 200 if dataset == "motion" else None)
@@ -377,8 +357,7 @@ def run_augment(dataset, seed, quick=False, log=None, n_train=None, epochs=30, T
 
 EXPERIMENTS = {**{f"EventRPG-table1-{d}": partial(run_table1, d) for d in ("digits", "clutter", "motion")},
                **{f"EventRPG-augment-{d}": partial(run_augment, d) for d in ("digits", "motion")}}
-_SAYS = {"object": ("Table 1", "On object recognition task, our method achieves the best performance in terms of A.I. "
-                    "and A.D."),
+_SAYS = {"object": ("Table 1", "our method achieves the best performance in terms of A.I. and A.D. on large datasets"),
          "action": ("Table 1", "methods with spiking relevance propagation outperform other methods significantly"),
          "random": ("§5.1.1 (sanity row)", "The higher the A.I. and the lower the A.D., the better the attention map"),
          "digits": ("Table 3", "EventRPG achieves state-of-the-art performance on N-Caltech101 and CIFAR10-DVS"),
@@ -392,8 +371,7 @@ CLAIMS += [Claim("EventRPG", f"{_SAYS[d][0]}, {d}", _SAYS[d][1], f"EventRPG-augm
 
 
 def table(kind="table1", seeds=3, quick=False, log=None):
-    """``python -m minisnn eventrpg --table table1 | augment``: every arm and metric of Table 1 (FashionDVS added
-    when its files exist) or Tables 3-5 in miniature, mean ± 95 % CI over training seeds 0 … ``seeds`` − 1."""
+    """``python -m minisnn eventrpg --table table1|augment``: Table 1 (+ FashionDVS if present) or 3-5, every arm."""
     runs = {k: f for k, f in EXPERIMENTS.items() if f"-{kind}-" in k}
     if kind == "table1" and Path(FashionDVS.default_root).is_dir():
         runs["EventRPG-table1-fashion"] = partial(run_table1, "fashion")
