@@ -78,12 +78,11 @@ def _check_ratio(name, value):
 
 
 def _drop_box(events, sensor_size, bw, bh, rng):
-    """Drop the events inside a bw x bh box placed uniformly at random inside the sensor."""
+    """Drop the events inside a bw x bh box centred at a uniform point of the sensor and clipped to it, so near an edge
+    less than bw x bh goes (EventDrop's and EventRPG's code shift the box back in at the left and top edges)."""
     w, h, _ = check_sensor_size(sensor_size)
-    bw, bh = min(bw, w), min(bh, h)
-    x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
-    x, y = events["x"] + 0.5, events["y"] + 0.5          # pixel centres
-    inside = (x >= x0) & (x < x0 + bw) & (y >= y0) & (y < y0 + bh)
+    cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+    inside = (np.abs(events["x"] + 0.5 - cx) < bw / 2) & (np.abs(events["y"] + 0.5 - cy) < bh / 2)   # pixel centres
     return events[~inside]
 
 
@@ -98,14 +97,16 @@ def cutout(events, sensor_size, area_ratio, aspect, rng):
 
 
 def drop_by_area(events, sensor_size, ratio, rng):
-    """EventDrop by area: drop the events in a random box covering ``ratio`` of the sensor area.
+    """EventDrop by area: drop the events in a W·r x H·r box (EventDrop's code: area r², not r), centre uniform.
 
-    The box is W·√r x H·√r, so for spatially uniform events the expected dropped fraction is r.
+    For spatially uniform events the expected dropped fraction is (r − r²/4)² (the clipping at the edges).
+    (EventDrop's public code keeps only the events outside both the box's rows and its columns, a cross; like
+    EventRPG's code we drop the box.)
     """
     validate(events, sensor_size)
     _check_ratio("ratio", ratio)
     w, h, _ = check_sensor_size(sensor_size)
-    return _drop_box(events, sensor_size, w * np.sqrt(ratio), h * np.sqrt(ratio), rng)
+    return _drop_box(events, sensor_size, w * ratio, h * ratio, rng)
 
 
 def drop_random(events, ratio, rng):
@@ -128,8 +129,25 @@ def drop_by_time(events, ratio, rng):
 
 
 def _margin_shift(lo, hi, size, m):
-    """m of the free margin on the side of the motion: m·(size-1-hi) if m > 0 else m·lo."""
-    return m * (size - 1 - hi) if m > 0 else m * lo
+    """EventRPG's code: m of the distance from the box centre c = (lo + hi)/2 to the sensor edge on the side of the
+    motion, int(m·(size − c)) if m > 0 else int(m·c): events may leave the sensor."""
+    c = (lo + hi) / 2
+    return int(m * (size - c)) if m > 0 else int(m * c)
+
+
+def random_eventdrop(events, sensor_size, rng):
+    """EventDrop (Gu et al. 2021) as its public code applies it: uniformly one of identity, drop by time
+    (r ∈ {0.1, …, 0.9}), drop by area (r ∈ {0.05, …, 0.25}), random drop (r ∈ {0.1, …, 0.9}).  A stream the
+    drop would empty is returned unchanged."""
+    validate(events, sensor_size)
+    op = rng.integers(4)
+    if op == 0:
+        return events.copy()
+    if op == 2:
+        out = drop_by_area(events, sensor_size, rng.integers(1, 6) / 20, rng)
+    else:
+        out = (drop_by_time if op == 1 else drop_random)(events, rng.integers(1, 10) / 10, rng)
+    return out if out.size else events.copy()
 
 
 NDA_OPS = ("identity", "flip_x", "cutout", "rotate", "translate_x", "translate_y",
@@ -139,8 +157,9 @@ NDA_OPS = ("identity", "flip_x", "cutout", "rotate", "translate_x", "translate_y
 def random_nda(events, sensor_size, rng, ops=NDA_OPS):
     """Apply one op drawn uniformly from ``ops`` with a magnitude drawn from EventRPG's ranges (§4.4):
 
-    cutout a ~ U(0.1, 0.5), s ~ U(0.5, 1.5); rotate θ ~ U(-60°, 60°) about the box centre;
-    translate m ~ U(-0.3, 0.3) of the free margin; shear m ~ U(-0.3, 0.3); scale f ~ U(0.5, 1.5).
+    cutout a ~ U(0.1, 0.5), s ~ U(0.5, 1.5); rotate θ ~ U(-60°, 60°) about the box centre; translate m ~ U(-0.3,
+    0.3) (:func:`_margin_shift`); shear m ~ U(-0.3, 0.3) times the box's aspect, x' = x + m·(w/h)·(y − c_y) (and y
+    likewise), as EventRPG's code; scale f ~ U(0.5, 1.5).  "Box": the events' bounding box.
     """
     op = ops[rng.integers(len(ops))]
     validate(events, sensor_size)
@@ -159,8 +178,10 @@ def random_nda(events, sensor_size, rng, ops=NDA_OPS):
             return translate(events, sensor_size, _margin_shift(x.min(), x.max(), w, m), 0)
         return translate(events, sensor_size, 0, _margin_shift(y.min(), y.max(), h, m))
     if op in ("shear_x", "shear_y"):
-        shear = shear_x if op == "shear_x" else shear_y
-        return shear(events, sensor_size, rng.uniform(-0.3, 0.3))
+        xr, yr = np.ptp(events["x"]), np.ptp(events["y"])
+        if op == "shear_x":
+            return shear_x(events, sensor_size, rng.uniform(-0.3, 0.3) * xr / max(yr, 1))
+        return shear_y(events, sensor_size, rng.uniform(-0.3, 0.3) * yr / max(xr, 1))
     if op == "scale":
         return scale(events, sensor_size, rng.uniform(0.5, 1.5))
     raise ValueError(f"unknown NDA op {op!r}; choose from {NDA_OPS}")

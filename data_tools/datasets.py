@@ -81,8 +81,9 @@ class _Packed:
     def _set(self, events, offsets, labels, index=None):
         if index is not None:                                   # keep only the samples in ``index``
             index = np.sort(index)
-            lens = np.diff(offsets)
-            events = events[np.isin(np.repeat(np.arange(len(lens)), lens), index)]
+            lens, keep = np.diff(offsets), np.zeros(len(offsets) - 1, bool)
+            keep[index] = True
+            events = events[np.repeat(keep, lens)]
             offsets, labels = np.concatenate([[0], np.cumsum(lens[index])]), labels[index]
         self.events, self.offsets, self.labels = events, offsets, np.asarray(labels, np.int64)
 
@@ -130,9 +131,9 @@ def validation_split(dataset, fraction=0.2, seed=0):
     return Subset(dataset, train), Subset(dataset, val)
 
 
-def digits_images():
-    """scikit-learn's 1,797 8x8 digits (0..16) -> 28x28 in [0, 1] laid out like MNIST: bicubic
-    upsampling to 20x20 (clipped to [0, 1]) centred with a 4 px margin.  Returns (images, labels)."""
+def digits_images(scale=2.5, margin=4):
+    """scikit-learn's 1,797 8x8 digits (0..16) -> 28x28 in [0, 1] laid out like MNIST: bicubic upsampling by
+    ``scale`` (2.5: 20x20, clipped to [0, 1]), centred with a ``margin`` (4 px).  Returns (images, labels)."""
     from scipy.ndimage import zoom
     try:
         from sklearn.datasets import load_digits                 # imported here only: keeps import cheap
@@ -140,8 +141,8 @@ def digits_images():
         raise ModuleNotFoundError('DigitsDVS needs scikit-learn, which ships the digits: pip install -e ".[data]"',
                                   name="sklearn") from None
     d = load_digits()
-    up = np.clip(zoom(d.images / 16.0, (1, 2.5, 2.5), order=3), 0.0, 1.0)
-    return np.pad(up, ((0, 0), (4, 4), (4, 4))), d.target.astype(np.int64)
+    up = np.clip(zoom(d.images / 16.0, (1, scale, scale), order=3), 0.0, 1.0)
+    return np.pad(up, ((0, 0), (margin, margin), (margin, margin))), d.target.astype(np.int64)
 
 
 def convert_digits(seed=0):
@@ -162,6 +163,50 @@ class DigitsDVS(_Packed):
         path = cache_dir(root) / f"digits_dvs_seed{seed}_v1.npz"
         events, offsets, labels, self.sensor_size = _cached(path, lambda: convert_digits(seed))
         self._set(events, offsets, labels, stratified_split(labels, test_fraction, seed)[0 if train else 1])
+
+
+def clutter_images(seed=0, canvas=28, n_distractors=3, patch=7):
+    """Each digit upsampled to 16 x 16 at a uniform place of a ``canvas``² frame, beside ``n_distractors`` crops
+    (``patch``², uniform) of random other digits placed where they do not touch it (50 tries each).
+    Returns (images [N, canvas, canvas] in [0, 1], labels, boxes [N, 4] = each digit's (x0, y0, x1, y1))."""
+    digits, labels = digits_images(2.0, 0)
+    rng, s = np.random.default_rng(seed), digits.shape[1]
+    boxes = rng.integers(0, canvas - s + 1, (len(digits), 2))     # the first draw: ClutteredDigitsDVS repeats it
+    out = np.zeros((len(digits), canvas, canvas))
+    for i, (x0, y0) in enumerate(boxes):
+        for _ in range(n_distractors):
+            for _ in range(50):
+                px, py = rng.integers(0, canvas - patch + 1, 2)
+                if px + patch <= x0 or px >= x0 + s or py + patch <= y0 or py >= y0 + s:
+                    break
+            cx, cy = rng.integers(0, s - patch + 1, 2)
+            crop = digits[rng.integers(len(digits)), cy:cy + patch, cx:cx + patch]
+            out[i, py:py + patch, px:px + patch] = np.maximum(out[i, py:py + patch, px:px + patch], crop)
+        out[i, y0:y0 + s, x0:x0 + s] = digits[i]
+    return out, labels, np.concatenate([boxes, boxes + s - 1], 1)
+
+
+def convert_clutter(seed=0):
+    """:func:`clutter_images` through the saccade simulator -> (events, offsets, labels, sensor_size)."""
+    images, labels, _ = clutter_images(seed)
+    events, size = saccade_batch(images, np.random.default_rng(seed))
+    return (*pack(events), labels, size)
+
+
+class ClutteredDigitsDVS(_Packed):
+    """DigitsDVS among distractors, where localisation matters (N-Caltech101's clutter, EventRPG §5.1.2): a 16 x 16
+    digit at a random place of the 34 x 34 sensor beside three 7 x 7 crops of other digits (:func:`clutter_images`,
+    then saccades).  ``boxes`` [N, 4]: each digit's (x0, y0, x1, y1) on the sensor, the saccade's 7 px included.
+    The split is DigitsDVS's (1,438 / 359)."""
+    classes = [str(d) for d in range(10)]
+
+    def __init__(self, root=None, train=True, seed=0, test_fraction=0.2):
+        path = cache_dir(root) / f"clutter_dvs_seed{seed}_v1.npz"
+        events, offsets, labels, self.sensor_size = _cached(path, lambda: convert_clutter(seed))
+        index = np.sort(stratified_split(labels, test_fraction, seed)[0 if train else 1])
+        self._set(events, offsets, labels, index)
+        xy = np.random.default_rng(seed).integers(0, 28 - 16 + 1, (len(labels), 2))[index]   # clutter_images' 1st draw
+        self.boxes = np.minimum(np.concatenate([xy, xy + 15 + 7], 1), 33)                      # 16 px + the saccade
 
 
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -288,17 +333,18 @@ class MotionDVS(_Packed):
 
 
 def load(name, seed=0, n_train=None, n_test=None, **kwargs):
-    """(train, test) of an embedded/simulated dataset by name — "digits", "motion" or "fashion" — the one
-    place the method comparisons get their data. ``n_train`` / ``n_test`` take seeded subsets (for
+    """(train, test) of an embedded/simulated dataset by name — "digits", "clutter", "motion" or "fashion" — the
+    one place the method comparisons get their data. ``n_train`` / ``n_test`` take seeded subsets (for
     "motion" they are the numbers of clips simulated); ``kwargs`` go to the dataset (e.g. ``size`` for motion).
     """
     if name == "motion":
         return (MotionDVS(True, n_train or 500, seed, **kwargs), MotionDVS(False, n_test or 200, seed, **kwargs))
     if name == "fashion":  # 70k images: convert only the first n_train / n_test
         return FashionDVS(train=True, limit=n_train, seed=seed, **kwargs), FashionDVS(False, n_test, seed=seed, **kwargs)
-    if name != "digits":
-        raise ValueError(f"dataset must be 'digits', 'motion' or 'fashion', got {name!r}")
-    train, test = DigitsDVS(train=True, seed=seed, **kwargs), DigitsDVS(train=False, seed=seed, **kwargs)
+    if name not in ("digits", "clutter"):
+        raise ValueError(f"dataset must be 'digits', 'clutter', 'motion' or 'fashion', got {name!r}")
+    cls = DigitsDVS if name == "digits" else ClutteredDigitsDVS
+    train, test = cls(train=True, seed=seed, **kwargs), cls(train=False, seed=seed, **kwargs)
     rng = np.random.default_rng(seed)
     pick = lambda ds, n: ds if n is None or n >= len(ds) else Subset(ds, np.sort(rng.permutation(len(ds))[:n]))
     return pick(train, n_train), pick(test, n_test)

@@ -44,6 +44,9 @@ def claims(args):
     if getattr(args, "fashion_root", None):
         from data_tools.datasets import FashionDVS
         FashionDVS.default_root = args.fashion_root
+    if getattr(args, "table", None):                     # eventrpg --table table1 | augment: every arm in full
+        from .methods.eventrpg import table
+        return table(args.table, args.seeds, args.quick, print if args.verbose else None)
     only = None if args.cmd == "reproduce" else args.cmd
     out = args.out or ("results.md" if only is None else f"results_{only}.md")
     reproduce(args.seeds, args.quick, only, out, out.rsplit(".", 1)[0] + ".png", log=print if args.verbose else _quiet)
@@ -84,6 +87,8 @@ def _parser():
         m.add_argument("--out", default=None, help="Markdown table path (default results.md or results_<paper>.md)")
         m.add_argument("--fashion-root", default=None, help="folder of the Fashion-MNIST IDX files, if you have them")
         m.add_argument("--verbose", action="store_true", help="print every epoch's progress line")
+        if name == "eventrpg":
+            m.add_argument("--table", choices=("table1", "augment"), help="print Table 1 or Tables 3-5 in full")
         m.set_defaults(fn=claims)
     return p
 

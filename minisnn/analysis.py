@@ -1,10 +1,8 @@
 """Redundancy analysis of SNNs: firing rates, spike features, membrane potential distributions, energy.
 
-Yao et al., "Inherent Redundancy in Spiking Neural Networks", ICCV 2023 (§3.2 Definitions 1–5, §5.5
-Definition 6 and Table 4, §5.4 eq. 11); spec specs/asa.md §4. Works on any library model: :func:`record`
-runs an eval pass under ``nn.recording()`` and keeps, for every neuron layer, the spikes s and the
-pre-reset membrane u (both [T, n_samples, ...]), and for every conv/linear layer its dense MAC count and
-the fraction of non-zero inputs. Everything else is a small function of those arrays.
+Yao et al., "Inherent Redundancy in Spiking Neural Networks", ICCV 2023 (§3.2 Definitions 1–5, §5.5 Definition 6 and
+Table 4, §5.4 eq. 11); spec specs/asa.md §4. :func:`record` runs an eval pass of any library model and keeps its
+spikes, membranes and operation counts; everything else is a small function of those arrays.
 
     N-SFR[t, i] = (1/N) Σ_n s[t, n, i]        C-SFR[t, c] = mean of N-SFR over channel c's neurons
     T-SFR[t]    = Σ_l Σ_i N-SFR_l[t, i] / Σ_l n_l          NASFR = (1/T) Σ_t T-SFR[t] = Σ_l rate_l·n_l / Σ_l n_l
@@ -12,6 +10,8 @@ the fraction of non-zero inputs. Everything else is a small function of those ar
     QE          = mean over neurons, steps, samples of (u − s)²                            (Table 4)
     E           = E_MAC·#MAC + E_AC·#AC,  ΔE = E_MAC·ΔMAC − E_AC·ΔAC                       (eq. 11)
 """
+import itertools
+
 import numpy as np
 
 from . import nn
@@ -22,81 +22,67 @@ E_MAC, E_AC = 4.6, 0.9  # pJ per multiply-accumulate / accumulate (45 nm CMOS, H
 
 
 class Recording:
-    """What :func:`record` collected (per sample counts are averaged over all recorded samples).
+    """What :func:`record` collected (per sample counts are averaged over all ``n_samples`` recorded samples).
 
-    ``neurons``: {layer name: {"s": uint8 [T, n, ...], "u": [T, n, ...], "v_threshold": float}}
+    ``neurons``: {layer name: {"s": uint8 [T, n, ...], "u": pre-reset membranes [T, n, ...], "v_threshold": float}}
     ``ops``: {layer name: {"kind": "conv" | "linear" | "attention", "first": bool, "dense": dense MACs per
-    sample over all T steps, "rate": fraction of non-zero inputs}}; ``n_samples``.
+    sample over all T steps, "rate": fraction of non-zero inputs}}.
     """
 
     def __init__(self):
         self.neurons, self.ops, self.n_samples = {}, {}, 0
 
-    def spikes(self):
-        return [v["s"] for v in self.neurons.values()]
+
+def _array(a):
+    return a.data if isinstance(a, Tensor) else np.asarray(a)
 
 
-def _batches(data, max_batches):
-    if isinstance(data, (np.ndarray, Tensor)):
-        data = [(data, None)]
-    for i, (x, _) in enumerate(data):
-        if max_batches is not None and i >= max_batches:
-            return
-        yield x.data if isinstance(x, Tensor) else np.asarray(x)
-
-
-def _attention_children(model):
-    """Modules inside an attention module that reports its own ``macs`` (not counted twice)."""
-    return {id(d) for m in model.modules() if hasattr(m, "macs") for d in m.modules() if d is not m}
-
-
-def _costs_macs(module):
-    return isinstance(module, (nn.Conv2d, nn.Linear)) or hasattr(module, "macs")
-
-
-def _add_op(name, module, inp, out, n, stats):
-    """Accumulate the dense MAC count and the non-zero input count of one conv/linear/attention call."""
+def _add_op(ops, name, module, inp, out, n):
+    """Accumulate the dense MACs and non-zero inputs of one conv/linear/attention call (other modules cost none)."""
     if hasattr(module, "macs"):
         kind, dense = "attention", module.macs(inp.shape) * n
-    else:
+    elif isinstance(module, (nn.Conv2d, nn.Linear)):
         kind = "conv" if isinstance(module, nn.Conv2d) else "linear"
         dense = out.size * int(np.prod(module.weight.shape[1:]))  # each output: C_in·k·k (or in) MACs
-    st = stats.setdefault(name, [kind, not stats, 0.0, 0, 0])  # kind, first, dense, non-zero, size
-    st[2] += dense
-    st[3] += np.count_nonzero(inp)
-    st[4] += inp.size
+    else:
+        return
+    op = ops.setdefault(name, {"kind": kind, "first": not ops, "dense": 0.0, "nonzero": 0, "size": 0})
+    op["dense"] += dense
+    op["nonzero"] += np.count_nonzero(inp)
+    op["size"] += inp.size
 
 
 def record(model, data, max_batches=None, keep=True):
-    """Run ``model`` in eval mode over ``data`` (an array [T, N, ...] or an iterable of (x, y) batches).
-
-    Returns a :class:`Recording`. ``keep=False`` stores no spikes/membranes (enough for :func:`energy`).
-    """
-    was_training, names, skip = model.training, {id(m): n for n, m in model.named_modules()}, _attention_children(model)
+    """Run ``model`` in eval mode over ``data`` (an array [T, N, ...] or an iterable of (x, y) batches, the first
+    ``max_batches`` of them) -> a :class:`Recording`. ``keep=False`` stores no spikes/membranes (enough for
+    :func:`energy`)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    inside = {id(d) for m in model.modules() if hasattr(m, "macs") for d in m.modules() if d is not m}  # in m.macs
+    batches = [(data, None)] if isinstance(data, (np.ndarray, Tensor)) else data
+    rec, was_training = Recording(), model.training
     model.eval()
-    rec, stats, s_list, u_list = Recording(), {}, {}, {}
     try:
         with no_grad():
-            for x in _batches(data, max_batches):
+            for x, _ in itertools.islice(batches, max_batches):
+                x = _array(x)
                 with nn.recording() as calls:
                     model(Tensor(x))
-                n = x.shape[1]
-                rec.n_samples += n
+                rec.n_samples += x.shape[1]
                 for module, inp, out, extras in calls:
                     name = names.get(id(module), type(module).__name__)
-                    inp, out = (a.data if isinstance(a, Tensor) else np.asarray(a) for a in (inp, out))
                     if isinstance(module, BaseNeuron) and keep:
-                        s_list.setdefault(name, []).append(extras["s"].astype(np.uint8))
-                        u_list.setdefault(name, []).append(extras["u"])
-                        rec.neurons[name] = {"v_threshold": module.v_threshold}
-                    elif id(module) not in skip and _costs_macs(module):
-                        _add_op(name, module, inp, out, n, stats)
+                        v = rec.neurons.setdefault(name, {"s": [], "u": [], "v_threshold": module.v_threshold})
+                        v["s"].append(extras["s"].astype(np.uint8))
+                        v["u"].append(extras["u"])
+                    elif id(module) not in inside:
+                        _add_op(rec.ops, name, module, _array(inp), _array(out), x.shape[1])
     finally:
         model.train(was_training)
-    for name, v in rec.neurons.items():
-        v["s"], v["u"] = np.concatenate(s_list[name], axis=1), np.concatenate(u_list[name], axis=1)
-    for name, (kind, first, dense, nz, size) in stats.items():
-        rec.ops[name] = {"kind": kind, "first": first, "dense": dense / rec.n_samples, "rate": float(nz / max(size, 1))}
+    for v in rec.neurons.values():
+        v["s"], v["u"] = np.concatenate(v["s"], axis=1), np.concatenate(v["u"], axis=1)
+    for op in rec.ops.values():
+        op["dense"] /= rec.n_samples
+        op["rate"] = float(op.pop("nonzero") / max(op.pop("size"), 1))
     return rec
 
 
@@ -119,12 +105,10 @@ def firing_rates(s):
 
 def t_sfr(spikes):
     """Network T-SFR[t] = Σ_l Σ_i N-SFR_l[t, i] / Σ_l n_l over a Recording or a list of spike arrays."""
-    spikes = spikes.spikes() if isinstance(spikes, Recording) else list(spikes)
-    if not spikes:
-        raise ValueError("spikes: no neuron layer was recorded")
-    arrays = [_spikes(s) for s in spikes]
+    layers = [v["s"] for v in spikes.neurons.values()] if isinstance(spikes, Recording) else spikes
+    arrays = [_spikes(s) for s in layers]
     if len({a.shape[:2] for a in arrays}) != 1:
-        raise ValueError(f"spikes: layers disagree on [T, N]: {[a.shape[:2] for a in arrays]}")
+        raise ValueError(f"spikes: no neuron layer, or layers disagree on [T, N]: {[a.shape[:2] for a in arrays]}")
     total = sum(a.mean(1).reshape(a.shape[0], -1).sum(-1) for a in arrays)
     return total / sum(int(np.prod(a.shape[2:])) for a in arrays)
 
@@ -219,14 +203,11 @@ def quantization_error(u, s=None):
 
 
 def energy(model, data, e_mac=E_MAC, e_ac=E_AC, max_batches=None):
-    """Inference energy per sample, E = E_MAC·#MAC + E_AC·#AC (pJ), counted from layer shapes.
-
-    The first conv/linear layer (the encoder, fed real-valued frames) costs its dense MACs over T steps;
-    every later one costs #AC = dense MACs × T × the fraction of its inputs that are non-zero (spikes:
-    the firing rate); modules with a ``macs(x_shape)`` method (attention) add those MACs. BatchNorm is
-    folded into the preceding conv at inference; pooling, masking and neuron updates are not counted.
-    ``data`` may be a :class:`Recording` of ``model``. Returns {"mac", "ac", "energy_pj", "layers"}.
-    """
+    """Inference energy per sample, E = E_MAC·#MAC + E_AC·#AC (pJ), counted from layer shapes (``data``: as for
+    :func:`record`, or a Recording of ``model``) -> {"mac", "ac", "energy_pj", "layers"}. The first conv/linear layer
+    (the encoder, fed real-valued frames) costs its dense MACs over T steps; every later one #AC = dense MACs × T × the
+    fraction of its inputs that are non-zero (spikes: the firing rate); modules with a ``macs(x_shape)`` method
+    (attention) add those MACs. BatchNorm folds into the conv before it; pooling, masking, neuron updates cost none."""
     rec = data if isinstance(data, Recording) else record(model, data, max_batches, keep=False)
     layers = {}
     for name, op in rec.ops.items():

@@ -34,10 +34,8 @@ def cross_entropy(logits, labels):
 
 
 def tet_loss(logits, labels, lamb=0.0, phi=1.0):
-    """TET (Deng et al. 2022): L = (1 − λ)·(1/T) Σ_t CE(z[t], y) + λ·(1/T) Σ_t MSE(z[t], φ).
-
-    The per-step CE is what EventRPG trains with; λ = 0 by default (EventRPG's setting).
-    """
+    """TET (Deng et al. 2022): L = (1 − λ)·(1/T) Σ_t CE(z[t], y) + λ·(1/T) Σ_t MSE(z[t], φ); λ = 0 by default, the
+    per-step CE that EventRPG trains with."""
     z = tensor(logits)
     if z.ndim != 3:
         raise ValueError(f"tet_loss: logits must be [T, N, K], got {z.shape}")
@@ -55,8 +53,7 @@ def mse_rate(spikes, labels, on=1.0, off=0.0):
 
 
 def _log_mean_probs(z, tau):
-    """log p, HSD eq. 10: p = (1/T) Σ_t softmax(z_t/τ) of a [T, N, K] input (a stable log-mean-exp over t);
-    softmax(z/τ) of an [N, K] one."""
+    """log p of eq. 10 (:func:`kd_loss`) for [T, N, K] by a stable log-mean-exp over t; log softmax(z/τ) for [N, K]."""
     ls = F.log_softmax(z / tau, axis=-1)
     return ls if z.ndim == 2 else F.log(F.mean(F.exp(ls - ls.data.max(0)), axis=0)) + ls.data.max(0)
 

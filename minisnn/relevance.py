@@ -420,14 +420,17 @@ def explain(model, x, target=None, mode="sltrp", init="clrp", alpha=1.0, beta=0.
 
 
 def _layer_index(layers, layer):
-    """Index of ``layer`` (name, int index, or the module); None -> the layer right before the last Flatten
-    (the feature before the last fully connected layer, as in the paper's §5.1)."""
+    """Index of ``layer`` (name, int index, or the module); None -> the last layer before the final pooling and Flatten:
+    the feature before the last FC layer (§5.1) at the reference code's ``feature_map`` (ConvSNN: the second LIF)."""
     names = [n for n, _ in layers]
     if layer is None:
         flat = [i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Flatten)]
-        if not flat or flat[-1] == 0:
+        i = flat[-1] - 1 if flat else -1
+        while i > 0 and isinstance(layers[i][1], (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)):
+            i -= 1
+        if i < 0:
             raise ValueError("layer: the model has no Flatten after a spatial layer; name the layer")
-        return flat[-1] - 1
+        return i
     if isinstance(layer, nn.Module):
         idx = [i for i, (_, m) in enumerate(layers) if m is layer]
     elif isinstance(layer, (int, np.integer)):
@@ -463,8 +466,8 @@ def saliency(model, x, target=None, mode="sltrp", **options):
 def cam(model, x, layer=None, target=None, mode="sltrp", **options):
     """SLTRP-CAM / SLRP-CAM (§4.1): relevance at ``layer``'s output summed over channels.
 
-    [T, N, h, w] (SLTRP) or [N, h, w] (SLRP). ``layer``: name, index or module; default: the feature
-    before the last fully connected layer. Only the layers after ``layer`` are propagated through.
+    [T, N, h, w] (SLTRP) or [N, h, w] (SLRP). ``layer``: name, index or module; default: the spike map before the
+    final pooling (:func:`_layer_index`). Only the layers after ``layer`` are propagated through.
     """
     return _explain_at(model, x, layer, target=target, mode=mode, **options)[0].sum(-3)
 
@@ -600,13 +603,14 @@ def sam(model, x, layer=None, variant="reference", gamma=0.2):
 LAYOUTS = ("TNPHW", "TNHW", "NPHW", "NHW")
 
 
-def mask_like(maps, x_shape, layout=None, normalized=False):
-    """A map as a mask broadcastable to the input [T, N, P, H, W]: resized (bilinear) to H × W, normalised per
-    sample unless ``normalized``, with singleton T / P axes where the map has none.
-
-    ``layout`` names the map's axes (one of LAYOUTS); if None it is inferred from the shape, and a
-    4-D map that fits both [T, N, h, w] and [N, P, h, w] raises ValueError asking for it.
-    """
+def mask_like(maps, x_shape, layout=None, normalized=False, aggregate="T", clip=False, order="norm"):
+    """A map as a mask M broadcastable to the input [T, N, P, H, W] (§5.1.1; singleton T / P axes where the map has
+    none). The protocol, each choice selectable (defaults first): ``aggregate`` the axes summed before masking: "T"
+    (one map per sample, so SLRP and SLTRP maps are scored alike), "" (per step: frame t masked by map t), "TP";
+    ``clip`` False keeps negative relevance (the per-sample min-max to [0, 1] sends the most negative value to 0 and
+    zero to a middle grey), True sets it to 0 first; ``order`` "norm": min-max, then bilinear upsampling to H × W
+    (the reference's order), or "resize" first.  ``layout`` names the map's axes (LAYOUTS; None: from the shape, a
+    4-D map fitting [T, N, h, w] and [N, P, h, w] is an error); ``normalized``: ``maps`` are a mask already."""
     T, N, P, H, W = x_shape
     maps = np.asarray(maps)
     lead = {"TNPHW": (T, N, P), "TNHW": (T, N), "NPHW": (N, P), "NHW": (N,)}
@@ -617,10 +621,13 @@ def mask_like(maps, x_shape, layout=None, normalized=False):
         layout = fits[0]
     if layout not in LAYOUTS or maps.ndim != len(layout) or maps.shape[:len(lead[layout])] != lead[layout]:
         raise ValueError(f"maps of shape {maps.shape} do not match layout {layout!r} for input {x_shape}")
-    m = resize(maps, (H, W))
-    m = m if normalized else normalize(m, sample_axis=layout.index("N"))
-    if "T" not in layout:
-        m = m[None]
+    if not set(aggregate) <= set("TP") or order not in ("norm", "resize"):
+        raise ValueError(f"aggregate must be '', 'T', 'P' or 'TP', order 'norm' or 'resize': {aggregate!r}, {order!r}")
+    for a in [a for a in aggregate if a in layout and not normalized]:
+        maps, layout = maps.sum(layout.index(a)), layout.replace(a, "")
+    scale = (lambda m: m) if normalized else (lambda m: normalize(np.maximum(m, 0) if clip else m, layout.index("N")))
+    m = resize(scale(maps), (H, W)) if order == "norm" else scale(resize(maps, (H, W)))
+    m = m if "T" in layout else m[None]
     return m if "P" in layout else m[:, :, None]
 
 
@@ -637,17 +644,17 @@ def _probabilities(model, x):
     return e / e.sum(-1, keepdims=True)
 
 
-def average_drop_increase(model, x, maps, target=None, layout=None, normalized=False):
+def average_drop_increase(model, x, maps, target=None, layout=None, normalized=False, **protocol):
     """Average Drop and Average Increase in % (Chattopadhay et al. 2018; EventRPG §5.1.1, spec §6).
 
-    Y_c = softmax probability of class c (time-mean logits) on x; O_c on x·M with M the normalised map
-    (see :func:`mask_like`); c = ``target`` or the prediction on x.
+    Y_c = softmax probability of class c (time-mean logits) on x; O_c on x·M with M the map as a mask
+    (:func:`mask_like`, whose ``protocol`` options are accepted here); c = ``target`` or the prediction on x.
     A.D. = 100/N Σ max(0, Y_c − O_c)/Y_c  (lower is better);  A.I. = 100/N Σ 1[Y_c < O_c]  (higher is better).
     """
     x = _frames(x, ndim=(5,))
     Y = _probabilities(model, x)
     c = _targets(Y[None], target)
-    O = _probabilities(model, (x * mask_like(maps, x.shape, layout, normalized)).astype(x.dtype))
+    O = _probabilities(model, (x * mask_like(maps, x.shape, layout, normalized, **protocol)).astype(x.dtype))
     n = np.arange(len(c))
     y, o = Y[n, c], O[n, c]
     return float(100 * np.mean(np.maximum(y - o, 0) / y)), float(100 * np.mean(y < o))

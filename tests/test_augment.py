@@ -21,6 +21,7 @@ def geometric_ops(rng):
         "scale": lambda e: A.scale(e, SIZE, 1.4), "cutout": lambda e: A.cutout(e, SIZE, 0.4, 1.2, rng),
         "drop_random": lambda e: A.drop_random(e, 0.3, rng), "drop_by_time": lambda e: A.drop_by_time(e, 0.3, rng),
         "drop_by_area": lambda e: A.drop_by_area(e, SIZE, 0.3, rng), "nda": lambda e: A.random_nda(e, SIZE, rng),
+        "eventdrop": lambda e: A.random_eventdrop(e, SIZE, rng),
     }
 
 
@@ -82,8 +83,9 @@ def test_drop_ratios_match_magnitude(ratio):
     assert abs(1 - np.mean(kept) - ratio) < 0.01
     kept = [len(A.drop_by_time(ev, ratio, rng)) / len(ev) for _ in range(20)]
     assert abs(1 - np.mean(kept) - ratio) < 0.01                  # uniform t: the window holds `ratio`
-    kept = [len(A.drop_by_area(ev, SIZE, ratio, rng)) / len(ev) for _ in range(50)]
-    assert abs(1 - np.mean(kept) - ratio) < 0.03                  # uniform x, y: the box covers `ratio`
+    kept = [len(A.drop_by_area(ev, SIZE, ratio, rng)) / len(ev) for _ in range(200)]
+    # a W·r x H·r box (area r², EventDrop's), centre uniform, clipped: E[dropped] = (r - r²/4)² for uniform x, y
+    assert abs(1 - np.mean(kept) - (ratio - ratio ** 2 / 4) ** 2) < 0.1 * ratio ** 2
 
 
 def test_drop_by_time_removes_one_contiguous_window():
@@ -93,12 +95,18 @@ def test_drop_by_time_removes_one_contiguous_window():
     assert np.sum(gaps > 10) == 1 and 2490 <= gaps.max() <= 2510
 
 
-def test_cutout_box_size():
-    # a dense uniform grid: the dropped count is the box W·a·s x H·a/s = 16 x 12 pixels
-    x, y = np.meshgrid(np.arange(40), np.arange(30))
-    ev = make_events(x.ravel(), y.ravel(), np.arange(1200), np.ones(1200))
-    out = A.cutout(ev, SIZE, 0.4, 1.0, np.random.default_rng(0))
-    assert len(ev) - len(out) == 16 * 12
+def grid_events(size=SIZE):
+    x, y = np.meshgrid(np.arange(size[0]), np.arange(size[1]))
+    return make_events(x.ravel(), y.ravel(), np.arange(x.size), np.ones(x.size))
+
+
+def test_cutout_box_size_and_placement():
+    """Box W·a·s x H·a/s = 16 x 12 px, centred at a uniform point of the sensor and clipped to it (EventRPG's code):
+    at most 192 pixels go, and on average (16 - 16²/(4·40))·(12 - 12²/(4·30)) = 155.5 (the clipped edges)."""
+    ev, rng = grid_events(), np.random.default_rng(0)
+    dropped = np.array([len(ev) - len(A.cutout(ev, SIZE, 0.4, 1.0, rng)) for _ in range(1000)])
+    assert dropped.max() == 16 * 12 and dropped.min() < 16 * 12 / 2
+    assert abs(dropped.mean() - 14.4 * 10.8) < 3
 
 
 def test_rng_reproducibility():
@@ -111,13 +119,47 @@ def test_rng_reproducibility():
     assert len({(len(o), int(o["x"].sum())) for o in outs}) > 5          # different draws, different ops
 
 
-def test_random_nda_keeps_all_events_for_translation():
-    ev = make_events([5, 30], [4, 20], [0, 1], [1, 0])
-    for s in range(30):
-        out = A.random_nda(ev, SIZE, np.random.default_rng(s), ops=("translate_x", "translate_y"))
-        assert len(out) == 2                                       # m <= 0.3 of the free margin stays inside
+def nda_draws(ev, op, n=300):
+    return [A.random_nda(ev, SIZE, np.random.default_rng(s), ops=(op,)) for s in range(n)]
+
+
+def test_random_nda_magnitudes():
+    """Each op's magnitude, read back from hand-made events over 300 draws: inside EventRPG's range and reaching
+    near both of its ends (rotation ±60°, scale 0.5-1.5, translate and aspect-scaled shear ±0.3, cutout a ≤ 0.5)."""
+    two = make_events([8, 32], [15, 15], [0, 1], [1, 1])              # box centre (20, 15), 24 px apart
+    ang = [np.degrees(np.arctan2(np.diff(o["y"].astype(float))[0], np.diff(o["x"].astype(float))[0]))
+           for o in nda_draws(two, "rotate") if len(o) == 2]
+    assert max(np.abs(ang)) < 62 and min(ang) < -50 and max(ang) > 50
+    near = make_events([14, 26], [15, 15], [0, 1], [1, 1])
+    f = [np.diff(o["x"].astype(float))[0] / 12 for o in nda_draws(near, "scale")]
+    assert 0.5 - 1 / 12 <= min(f) < 0.6 and 1.4 < max(f) <= 1.5 + 1 / 12
+    # translate: int(m·(W - c)) right, int(m·c) left of the box centre c = 15: shifts in [-4, 7]
+    dx = [int(o["x"][0]) - 10 for o in nda_draws(make_events([10, 20], [5, 6], [0, 1], [1, 1]), "translate_x")
+          if len(o) == 2]
+    assert min(dx) == -4 and max(dx) == 7
+    # shear_x on a 30 x 10 box: m·(30/10) ∈ [-0.9, 0.9]; the corner (5, 20) moves by m·3·(20 - 15)
+    box = make_events([5, 35, 5, 35], [10, 10, 20, 20], [0, 1, 2, 3], [1, 1, 1, 1])
+    m = [(int(o["x"][o["t"] == 2][0]) - 5) / 5 for o in nda_draws(box, "shear_x")]
+    assert max(np.abs(m)) <= 0.9 + 0.1 and min(m) < -0.7 and max(m) > 0.7
+    gone = [1 - len(o) / 1200 for o in nda_draws(grid_events(), "cutout")]   # box area W·H·a² ≤ 0.25 W·H
+    assert max(gone) <= 0.25 and max(gone) > 0.15 and min(gone) > 0
     with pytest.raises(ValueError, match="unknown NDA op"):
-        A.random_nda(ev, SIZE, np.random.default_rng(0), ops=("warp",))
+        A.random_nda(two, SIZE, np.random.default_rng(0), ops=("warp",))
+
+
+def test_random_eventdrop_draws_eventdrops_ops_and_magnitudes(monkeypatch):
+    calls = []
+    for name in ("drop_by_time", "drop_random"):
+        monkeypatch.setattr(A, name, lambda e, r, rng, name=name: calls.append((name, r)) or e[:len(e) // 2])
+    monkeypatch.setattr(A, "drop_by_area", lambda e, size, r, rng: calls.append(("drop_by_area", r)) or e[:0])
+    ev = random_events(100)
+    outs = [A.random_eventdrop(ev, SIZE, np.random.default_rng(s)) for s in range(800)]
+    ratios = {n: sorted({r for m, r in calls if m == n}) for n in ("drop_by_time", "drop_random", "drop_by_area")}
+    assert ratios["drop_by_time"] == ratios["drop_random"] == [k / 10 for k in range(1, 10)]
+    assert ratios["drop_by_area"] == [k / 20 for k in range(1, 6)]
+    counts = [sum(m == n for m, _ in calls) for n in ("drop_by_time", "drop_random", "drop_by_area")]
+    assert all(150 < c < 250 for c in counts + [800 - len(calls)])      # identity and the three drops, 1/4 each
+    assert sum(len(o) == 100 for o in outs) == 800 - sum(counts[:2])     # an emptied stream comes back whole
 
 
 def test_bad_magnitudes_raise():

@@ -298,14 +298,15 @@ def test_relcam_sums_relevance_over_space():
 
 
 def test_average_drop_and_increase_by_hand_on_time_first_maps():
-    """A [T, N, h, w] map is normalised per sample over all its steps, not per step (mask_like, sample axis 1)."""
+    """A [T, N, h, w] map masking frame by frame (``aggregate=""``; the default sums it over time first) is normalised
+    per sample over all its steps, not per step (mask_like, sample axis 1)."""
     m = linear_net(np.eye(2))
     m = nn.Sequential(nn.Flatten(), m[0])
     x = np.array([[2.0, 0.0], [1.0, 1.0]]).reshape(1, 2, 1, 1, 2).repeat(2, 0)   # T = 2, N = 2
     maps = np.zeros((2, 2, 1, 2))
     maps[0, :, 0] = [[1.0, 0.0], [0.0, 0.5]]
     maps[1, :, 0] = [[3.0, 0.0], [0.0, 1.0]]   # normalised over T: sample 0 [1/3, 0], [1, 0]; sample 1 [0, ½], [0, 1]
-    ad, ai = rv.average_drop_increase(m, x, maps, target=np.array([0, 0]), layout="TNHW")
+    ad, ai = rv.average_drop_increase(m, x, maps, target=np.array([0, 0]), layout="TNHW", aggregate="")
     sm = lambda z: np.exp(z[0]) / np.exp(z).sum()  # noqa: E731  class-0 probability of time-mean logits
     y = np.array([sm(np.array([2.0, 0.0])), sm(np.array([1.0, 1.0]))])
     o = np.array([sm(np.array([(2 / 3 + 2) / 2, 0.0])), sm(np.array([0.0, (0.5 + 1) / 2]))])

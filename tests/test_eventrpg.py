@@ -3,12 +3,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from data_tools import augment
 from data_tools.events import EVENT_DTYPE, make_events, validate
 from data_tools.frames import frame_index
 from minisnn import models, nn
 from minisnn.methods import eventrpg as E
 
 SENSOR = (34, 34, 2)
+OPS = augment.NDA_OPS + ("rpg_drop",)          # the policy's 10 ops (§4.4, Fig. 3)
 
 
 def uniform_events(n, rng, p=None, xy=(0, 34), t_max=10**6):
@@ -226,7 +228,7 @@ def test_policy_is_reproducible_and_keeps_labels_without_mix():
     # ``ops`` restricts the geometric ops (a constant saliency normalises to 0: RPGDrop drops nothing)
     flat = lambda x, t: np.full((x.shape[1], 2, 34, 34), 0.5)   # noqa: E731
     only_id = E.EventRPG(tiny_model(), SENSOR, 4, mix_prob=0.0, ops=("identity",), saliency_fn=flat)
-    assert only_id.OPS == ("identity", "rpg_drop") and len(E.EventRPG.OPS) == 10
+    assert only_id.OPS == ("identity", "rpg_drop") and E.EventRPG(tiny_model(), SENSOR, 4).OPS == OPS
     for seed in range(6):
         np.testing.assert_array_equal(only_id(events, labels, np.random.default_rng(seed))[0], only_id.frames(events))
 
@@ -234,7 +236,7 @@ def test_policy_is_reproducible_and_keeps_labels_without_mix():
 def test_policy_rpg_drop_hits_the_whole_batch_where_salient():
     events, labels = batch(3)
     pol = E.EventRPG(tiny_model(), SENSOR, 4, mix_prob=0.0, saliency_fn=left_map, cam_fn=left_map)
-    seed = next(s for s in range(200) if E.EventRPG.OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
+    seed = next(s for s in range(200) if OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
     frames, _ = pol(events, labels, np.random.default_rng(seed))
     assert pol.last_op == "rpg_drop"
     orig = pol.frames(events)
@@ -255,9 +257,9 @@ def test_policy_with_relevance_maps(mode):
     x = pol.frames(events)
     sal, cam = pol.saliency_fn(x, labels), pol.cam_fn(x, labels)
     assert sal.shape == ((4, 2, 34, 34) if mode == "slrp" else (4, 2, 4, 34, 34))
-    assert cam.shape[0] == 4 and cam.shape[-2:] == (8, 8)
+    assert cam.shape[0] == 4 and cam.shape[-2:] == (17, 17)         # the LIF before the final pool
     assert np.all(np.abs(sal).reshape(4, -1).sum(1) > 0)
-    seed = next(s for s in range(200) if E.EventRPG.OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
+    seed = next(s for s in range(200) if OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
     model.train()
     pol.mix_prob = 0.0
     frames, _ = pol(events, labels, np.random.default_rng(seed))
@@ -294,3 +296,122 @@ def test_loader_yields_soft_label_batches_and_trains():
     res = train.train_epoch(model, loader, optim.Adam(model.parameters(), lr=1e-2))
     assert np.isfinite(res["loss"])
     assert any(not np.array_equal(p.data, q) for p, q in zip(model.parameters(), before))
+
+
+# ---------------------------------------------------------------- non-square sensors (appendix C)
+def test_maps_of_a_padded_square_input_come_back_to_a_non_square_sensor():
+    """N-Cars (120 x 100) is padded to 120 x 120 and resized to 48 x 48 before the model; a map of that input goes
+    back through the padding: the box of a CAM lands where the object is (a plain resize would squash it by 10 px)."""
+    from data_tools.frames import pad_crop
+    from minisnn import relevance
+    sensor = (120, 100, 2)
+    obj = np.zeros((100, 120))
+    obj[70:96, 30:60] = 1.0                                         # the object: x 30-59, y 70-95
+    seen = relevance.resize(pad_crop(obj, (120, 120)), (48, 48))     # what the model's map looks like
+    x0, y0, x1, y1 = E.cam_box(seen, sensor, std_ratio=0.5)
+    assert abs(x0 - 30) <= 2 and abs(x1 - 59) <= 2 and abs(y0 - 70) <= 2 and abs(y1 - 95) <= 2
+    np.testing.assert_allclose(E.to_sensor(seen, sensor), relevance.resize(relevance.resize(
+        pad_crop(obj, (120, 120)), (48, 48)), (120, 120))[10:110], atol=1e-12)
+    rng = np.random.default_rng(0)
+    ev = make_events(rng.integers(0, 120, 20000), rng.integers(0, 100, 20000), np.arange(20000), rng.integers(0, 2, 20000))
+    out = E.rpg_drop(ev, (seen > 0.5).astype(float), sensor, 1.0, rng)
+    assert not np.any((out["x"] >= 33) & (out["x"] <= 56) & (out["y"] >= 73) & (out["y"] <= 92))   # inside: gone
+    assert np.sum(out["y"] < 65) == np.sum(ev["y"] < 65)            # above the object (where a squashed map is): kept
+    assert E.to_sensor(np.ones((5, 6)), sensor).shape == (100, 120)  # a map of the sensor's aspect: plain resize
+
+
+# ---------------------------------------------------------------- the baselines of Tables 3-5 as policies
+def test_policy_variants_cam_guided_drop_nda_and_rpgmix_alone():
+    events, labels = batch(3)
+    right = lambda x, t: left_map(x, t)[..., ::-1]     # noqa: E731   a CAM salient on the right half
+    pol = E.EventRPG(tiny_model(), SENSOR, 4, mix_prob=0.0, drop="cam", saliency_fn=left_map, cam_fn=right)
+    seed = next(s for s in range(200) if OPS[np.random.default_rng(s).integers(10)] == "rpg_drop")
+    frames, _ = pol(events, labels, np.random.default_rng(seed))
+    orig = pol.frames(events)
+    assert pol.last_op == "rpg_drop" and frames[..., :17].sum() == orig[..., :17].sum()     # the CAM guided it
+    assert frames[..., 17:].sum() < 0.6 * orig[..., 17:].sum()
+    nda = E.EventRPG(tiny_model(), SENSOR, 4, **E.POLICIES["NDA"])
+    assert nda.OPS == augment.NDA_OPS and nda.mix_prob == 0
+    mix = E.EventRPG(tiny_model(), SENSOR, 4, mix_prob=1.0, saliency_fn=left_map, cam_fn=left_map, **E.POLICIES["RPGMix"])
+    assert mix.OPS == ("identity",)
+    _, soft = mix(events, labels, np.random.default_rng(1))
+    assert mix.last_op == "identity" and mix.last_sigma is not None and np.all(soft.max(1) < 1)
+    assert E.EventRPG(tiny_model(), SENSOR, 4, **E.POLICIES["RPGDrop"]).OPS == ("identity", "rpg_drop")
+    with pytest.raises(ValueError, match="drop"):
+        E.EventRPG(tiny_model(), SENSOR, 4, drop="grad")
+
+
+# ---------------------------------------------------------------- Table 1 in miniature
+def spiking_tiny_model():
+    model = tiny_model()
+    for m in model.modules():      # an untrained net barely spikes: raise BN gains
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data *= 6
+    return model
+
+
+def test_faithfulness_rows_metrics_and_kept_share_by_hand():
+    events, labels = batch(6)
+    pol = E.EventRPG(tiny_model(), SENSOR, 3)
+    x = pol.frames(events)
+    boxes = np.array([[0, 0, 16, 33]] * 6)                          # "object": the left half
+    out = E.faithfulness(spiking_tiny_model(), x, boxes, rng=np.random.default_rng(0))
+    assert list(out) == list(E.TABLE1_ROWS)
+    want = {f"A.{k}.{p}" for k in "DI" for p in E.PROTOCOLS} | {f"kept{b}{c}" for b in ("", " (object)", " (clutter)")
+                                                                for c in ("", " clipped")}
+    assert all(set(r) == want and np.all(np.isfinite(list(r.values()))) for r in out.values())
+    counts = x.sum((0, 2))
+    mask = counts / counts.reshape(6, -1).max(1)[:, None, None]     # counts' min is 0: min-max = / max
+    kept = lambda w: 100 * np.mean((x * (mask * w)[None, :, None]).sum((0, 2, 3, 4)) / (x * w[None, :, None]).sum(  # noqa
+        (0, 2, 3, 4)))
+    left = np.zeros((6, 34, 34))
+    left[..., :17] = 1
+    r = out["event count"]
+    for key, w in (("kept", np.ones_like(left)), ("kept (object)", left), ("kept (clutter)", 1 - left)):
+        assert abs(r[key] - kept(w)) < 1e-4 and r[key + " clipped"] == r[key], key     # float32; counts are >= 0
+    s = out["SLRP saliency"]                               # clipping negative relevance keeps fewer events
+    assert s["kept clipped"] < s["kept"]
+    assert abs(out["random"]["kept"] - 50) < 3
+    for row in ("SLRP saliency", "SLRP-CAM", "SLRP-RelCAM", "random", "event count"):   # no T axis: per step = default
+        assert out[row]["A.D. per step"] == out[row]["A.D."]
+    assert any(out[row]["A.D. per step"] != out[row]["A.D."] for row in ("SLTRP saliency", "SAM", "Grad-CAM"))
+
+
+def test_claims_name_existing_experiments_arms_and_metrics():
+    assert len({(c.experiment, c.metric, c.baseline, c.method) for c in E.CLAIMS}) == len(E.CLAIMS)
+    for c in E.CLAIMS:
+        assert c.experiment in E.EXPERIMENTS and c.paper == "EventRPG" and c.quote
+        arms = E.TABLE1_ROWS if "table1" in c.experiment else E.POLICIES
+        assert c.baseline in arms and c.method in arms and c.baseline != c.method
+        assert (c.metric, c.direction) in ((("A.I.", 1), ("A.D.", -1)) if "table1" in c.experiment else (("accuracy", 1),))
+
+
+def test_cluttered_digits_put_distractors_outside_the_digit_box():
+    pytest.importorskip("sklearn")
+    from data_tools import datasets
+    images, labels, boxes = datasets.clutter_images(0)
+    digits, _ = datasets.digits_images(2.0, 0)
+    assert images.shape == (1797, 28, 28) and np.all((boxes[:, 2:] - boxes[:, :2]) == 15)
+    outside = []
+    for img, d, (x0, y0, x1, y1) in zip(images, digits, boxes):
+        np.testing.assert_array_equal(img[y0:y1 + 1, x0:x1 + 1], d)      # the digit, untouched
+        rest = img.copy()
+        rest[y0:y1 + 1, x0:x1 + 1] = 0
+        outside.append(rest.sum() / img.sum())
+    assert 0.3 < np.median(outside) < 0.5     # three whole 7 x 7 crops outside the box (measured 0.41; touching: 0.21)
+    test = datasets.ClutteredDigitsDVS(train=False)
+    idx = np.sort(datasets.stratified_split(labels, 0.2, 0)[1])
+    np.testing.assert_array_equal(test.boxes, np.minimum(boxes[idx] + [0, 0, 7, 7], 33))
+    np.testing.assert_array_equal(test.labels, labels[idx])
+    ev, _ = test[0]
+    inside = (ev["x"] >= test.boxes[0, 0]) & (ev["x"] <= test.boxes[0, 2]) & (ev["y"] >= test.boxes[0, 1]) & (
+        ev["y"] <= test.boxes[0, 3])
+    assert 0.4 < inside.mean() < 0.95                                  # most events are the digit's, not all
+
+
+def test_augment_table_quick_lists_every_policy_with_a_ci():
+    text = E.table("augment", seeds=2, quick=True)
+    assert text.count("mean ± 95 % CI over 2 seeds (quick: not evidence)") == 2     # DigitsDVS and MotionDVS
+    for name in E.POLICIES:
+        assert text.count(f"| {name} | ") == 2
+    assert "| arm | accuracy | train accuracy | gap |" in text

@@ -228,8 +228,6 @@ def test_bad_arguments_raise():
         RazorGate(0, 4)
     with pytest.raises(ValueError, match="hard_input"):
         _gate(hard_input="scaled")
-    with pytest.raises(ValueError, match="loss"):
-        razor.run_comparison("motion", loss="hinge")
 
 
 def test_liaf_outputs_relu_u_and_spike_resets():

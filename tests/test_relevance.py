@@ -259,14 +259,16 @@ def test_sltrp_gamma_formula():
     np.testing.assert_allclose(g, [0.25, 0.25, 0.0, 0.75, 0.25])
 
 
-@pytest.mark.parametrize("v_reset,v0", [(0.0, 0.0), (None, 0.5), (0.0, -0.3)])
-def test_explain_through_one_neuron_uses_post_reset_membrane(v_reset, v0):
-    """A model made of one LIF layer: explain must use h[t−1] after reset (h[0] = v0) and I = the input."""
+@pytest.mark.parametrize("v_reset,v0,decay_input", [(0.0, 0.0, False), (None, 0.5, False), (0.0, -0.3, False),
+                                                    (0.0, 0.0, True), (None, 0.5, True)])
+def test_explain_through_one_neuron_uses_post_reset_membrane(v_reset, v0, decay_input):
+    """A model made of one LIF layer: explain must use h[t−1] after reset (h[0] = v0), I = the input and the
+    neuron's own c and d (decay_input=True: d = 1/τ, not 1)."""
     rng = np.random.default_rng(0)
-    x = rng.normal(1.0, 1.0, size=(6, 2, 3))
-    lif = neurons.LIF(tau=1.5, v_reset=v_reset, v0=v0, decay_input=False)
+    x = rng.normal(1.0, 1.0, size=(6, 2, 3)) * (3 if decay_input else 1)
+    lif = neurons.LIF(tau=1.5, v_reset=v_reset, v0=v0, decay_input=decay_input)
     e = rv.explain(nn.Sequential(lif), x, target=np.array([0, 2]), init="onehot", alpha=0.7, beta=0.3)
-    c, d, h = 1 - 1 / 1.5, 1.0, np.full((2, 3), v0)  # simulate the neuron with a loop
+    c, d, h = 1 - 1 / 1.5, 1 / 1.5 if decay_input else 1.0, np.full((2, 3), v0)  # simulate the neuron with a loop
     gamma = np.zeros_like(x)
     for t in range(6):
         gamma[t] = rv.sltrp_gamma(h, x[t], c, d, 0.7, 0.3)
@@ -435,9 +437,9 @@ def test_cam_and_relcam_are_channel_sums_of_the_explanation():
     x = (rng.random((5, 2, 2, 8, 8)) < 0.5) * 2.0
     for mode in rv.MODES:
         e = rv.explain(m, x, mode=mode)
-        R = e.layers["8"]  # default layer: the avg-pool "7" before Flatten "8"
+        R = e.layers["7"]  # default layer: the LIF "6" before the final pool "7" and Flatten "8" (reference)
         np.testing.assert_allclose(rv.cam(m, x, mode=mode), R.sum(-3), atol=1e-12)
-        A = e.activations["7"].mean(0) if mode == "slrp" else e.activations["7"]
+        A = e.activations["6"].mean(0) if mode == "slrp" else e.activations["6"]
         want = (R.sum((-2, -1), keepdims=True) * A).sum(-3)
         np.testing.assert_allclose(rv.relcam(m, x, mode=mode), want, atol=1e-12)
         np.testing.assert_allclose(rv.cam(m, x, layer="3", mode=mode), e.layers["4"].sum(-3), atol=1e-12)
@@ -501,16 +503,69 @@ def trained_digits():
 
 
 def test_trained_saliency_is_more_faithful_than_random_maps(trained_digits):
-    """§5.1.1: relevance maps beat random maps on A.D. by a clear margin (measured: ~65–72 vs ~72–78 over several
-    training configurations) and never do worse on A.I. (A.I. is mostly 0 for both on this small net)."""
+    """§5.1.1 on a trained net (default protocol: maps summed over time): the SLRP / SLTRP saliency maps lower A.D.
+    below the best of three random maps by a margin (measured: 71.2 / 71.9 vs 76.8-77.4).  A.I. is 0 for every map
+    here (this small net never grows more confident on fewer events); the hand-made test below shows A.I."""
     model, x, y, acc = trained_digits
     assert acc > 0.6
-    randoms = [rv.average_drop_increase(model, x, np.random.default_rng(s).random(x.shape)) for s in range(3)]
-    best_random_ad, best_random_ai = min(r[0] for r in randoms), max(r[1] for r in randoms)
+    randoms = [rv.average_drop_increase(model, x, np.random.default_rng(s).random((x.shape[1],) + x.shape[-2:]),
+                                        layout="NHW") for s in range(3)]
     for mode in rv.MODES:
-        ad, ai = rv.average_drop_increase(model, x, rv.saliency(model, x, mode=mode))
-        assert ad < best_random_ad - 2.0, (mode, ad, randoms)
-        assert ai >= best_random_ai or ai > 0, (mode, ai, randoms)
+        ad, _ = rv.average_drop_increase(model, x, rv.saliency(model, x, mode=mode))
+        assert ad < min(r[0] for r in randoms) - 3.0, (mode, ad, randoms)
+
+
+def test_saliency_masks_out_the_evidence_for_another_class_average_increase():
+    """logits = W·x: pixels 0, 1 support class 0, pixels 2, 3 class 1. Each sample shows class 0 (pixels 0, 1) and a
+    distractor on pixel 2. CLRP relevance (1/2 for class 0, −1/2 for class 1, z⁺ rule) is R_i = x_i / (2(x_0 + x_1))
+    on 0, 1, −1/2 on the distractor and 0 on the dark pixel 3, so the min-max mask is (R + 1/2) / (max R + 1/2):
+    exactly 0 on the distractor, most of the object kept, and every sample's probability of class 0 rises
+    (A.I. = 100, A.D. = 0). The negated map masks the object instead: A.I. = 0."""
+    m = nn.Sequential(nn.Flatten(2), nn.Linear(4, 2, bias=False))
+    m[1].weight.data = np.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    obj = np.array([[2.0, 1.0], [1.5, 1.5], [1.0, 3.0]])
+    x = np.concatenate([obj, [[1.5], [2.0], [2.5]], np.zeros((3, 1))], 1).reshape(1, 3, 1, 2, 2).repeat(3, 0)
+    for mode in rv.MODES:
+        s = rv.saliency(m, x, mode=mode)
+        s = s if mode == "slrp" else s.sum(0)
+        assert (s[:, 0, 0] > 0).all() and (s[:, 0, 1, 0] < 0).all() and (s[:, 0, 1, 1] == 0).all()
+        mask = rv.mask_like(s, x.shape)[0, :, 0].reshape(3, 4)
+        R = np.concatenate([obj / (2 * obj.sum(1, keepdims=True)), np.full((3, 1), -0.5), np.zeros((3, 1))], 1)
+        want = (R + 0.5) / (R.max(1, keepdims=True) + 0.5)
+        np.testing.assert_allclose(mask, want, atol=1e-12)
+        assert rv.average_drop_increase(m, x, s) == (0.0, 100.0)
+        ad, ai = rv.average_drop_increase(m, x, -s)
+        assert ai == 0.0 and ad > 20
+
+
+def test_time_indexed_mask_and_protocol_options_by_hand():
+    """A per-step map [T, N, h, w] (T = 2): ``aggregate=""`` masks frame t with map t (both normalised together per
+    sample), ``aggregate="T"`` (default) with their sum; the probabilities of logits = mean_t W·x_t by hand.
+    Negative values kept or clipped; min-max before or after the bilinear upsampling."""
+    m = nn.Sequential(nn.Flatten(2), nn.Linear(4, 2, bias=False))
+    m[1].weight.data = np.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    x = np.array([[1.0, 2.0, 1.0, 1.0], [3.0, 0.0, 1.0, 2.0]]).reshape(2, 1, 1, 2, 2)
+    maps = np.array([[1.0, 0.0, 0.0, 0.5], [0.0, 0.5, 0.0, 0.0]]).reshape(2, 1, 2, 2)
+    np.testing.assert_allclose(rv.mask_like(maps, x.shape, aggregate="")[:, 0, 0], maps[:, 0])
+    np.testing.assert_allclose(rv.mask_like(maps, x.shape)[0, 0, 0], [[1, 0.5], [0, 0.5]])   # the sum, min 0, max 1
+    p0 = lambda z: 1 / (1 + np.exp(z[1] - z[0]))  # noqa: E731  softmax probability of class 0
+    W = m[1].weight.data
+    y = p0(W @ x.reshape(2, 4).mean(0))
+    o_step = p0(W @ (x.reshape(2, 4) * maps.reshape(2, 4)).mean(0))
+    o_sum = p0(W @ (x.reshape(2, 4) * [1, 0.5, 0, 0.5]).mean(0))
+    for kw, o in (({"aggregate": ""}, o_step), ({}, o_sum)):
+        ad, ai = rv.average_drop_increase(m, x, maps, target=np.zeros(1, int), **kw)
+        assert abs(ad - 100 * max(y - o, 0) / y) < 1e-9 and ai == 100 * (o > y)
+    signed = np.array([[-1.0, 0.0], [1.0, 3.0]]).reshape(1, 2, 2)          # [N, h, w]: negatives kept or clipped
+    np.testing.assert_allclose(rv.mask_like(signed, x.shape)[0, 0, 0], [[0, 0.25], [0.5, 1]])
+    np.testing.assert_allclose(rv.mask_like(signed, x.shape, clip=True)[0, 0, 0], [[0, 0], [1 / 3, 1]])
+    peak = np.zeros((1, 3, 3))
+    peak[0, 1, 1] = 1.0               # upsampled 3x3 -> 4x4, no output pixel sits on the peak: min-max first (the
+    norm_first = rv.mask_like(peak, (1, 1, 1, 4, 4))[0, 0, 0]                            # reference) keeps it < 1
+    np.testing.assert_allclose(norm_first, rv.resize(peak[0], (4, 4)))
+    assert norm_first.max() < 0.5 and rv.mask_like(peak, (1, 1, 1, 4, 4), order="resize").max() == 1
+    with pytest.raises(ValueError, match="aggregate"):
+        rv.mask_like(maps, x.shape, aggregate="X")
 
 
 def test_trained_slrp_and_sltrp_maps_agree_closely_on_static_digits(trained_digits):

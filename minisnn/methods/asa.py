@@ -9,16 +9,15 @@ Placement: Conv → BN → AvgPool → **ASA** → LIF, so the membrane becomes 
     f_S(Z) = σ(conv3×3([avg_{T,C}(Z) ; max_{T,C}(Z)]))               (eq. 10, one map [N, 1, H, W] per group)
     X̄  = f_S1(X⊙M1)⊙(X⊙M1) + f_S2(X⊙M2)⊙(X⊙M2)                     (eq. 6)
 
-top_C marks the ⌊C/2⌋ largest channels of M per (t, sample), top_T the ⌊T/2⌋ largest steps per (c, sample).
-Eq. 9 and 10 as written: W1 ∈ R^{T/r×T}, W2 ∈ R^{T×T/r}, r = 2 (Table 3's +10,914 parameters at T = 60), and
-avg_{T,C} the mean over all T·C entries of the masked tensor, zeros included (Fig. 4: "pooled along the
-temporal-channel axis"). σ is monotone: it never changes the masks, only the straight-through gradient.
-Gradients (our choice; the paper is silent, its code never trains a, b, W): top-k is piecewise constant, so the
-exact gradient reaching a, b, W1, W2 is zero. ``ste=True`` (default): the forward uses the hard M1, the backward a
-straight-through estimator through a soft XOR,  ∂M1/∂M := ∂/∂M [s_C + s_T − 2·s_C·s_T],  s = σ((M − θ)/τ),
-θ halfway between the k-th and (k+1)-th largest entry along the axis, τ its standard deviation (both constants).
-``ste=False``: constant masks (the reference code's behaviour). RECONSTRUCTED: masks per sample (the reference
-code takes the top-k union over the batch), the STE.
+top_C marks the ⌊C/2⌋ largest channels of M per (t, sample), top_T the ⌊T/2⌋ largest steps per (c, sample)
+(RECONSTRUCTED: per sample; the reference code takes the top-k union over the batch). Eq. 9 and 10 as written:
+W1 ∈ R^{T/r×T}, W2 ∈ R^{T×T/r}, r = 2 (Table 3's +10,914 parameters at T = 60), and avg_{T,C} the mean over all
+T·C entries of the masked tensor, zeros included (Fig. 4: "pooled along the temporal-channel axis").
+Gradients (RECONSTRUCTED; the paper is silent, its code never trains a, b, W): top-k is piecewise constant, so the
+exact gradient to a, b, W1, W2 is zero (σ is monotone: it never changes the masks). ``ste=True`` (default) keeps the
+hard M1 forward and back-propagates a soft XOR,  ∂M1/∂M := ∂/∂M [s_C + s_T − 2·s_C·s_T],  s = σ((M − θ)/τ), θ
+halfway between the k-th and (k+1)-th largest entry along the axis, τ its standard deviation (both constants).
+``ste=False``: constant masks (the reference code's behaviour).
 """
 # Measured against the reference code's choices (DigitsDVS, TASNN ×0.25, T = 8, 3 seeds, paired with ASA-1):
 # eq. 9 as one T×T matrix without ReLU (its r = 1: the same parameter count): accuracy −1.7 ± 2.1 points;
@@ -30,12 +29,7 @@ from .. import functional as F
 from ..claims import Claim
 from ..autograd import Tensor, make, tensor
 from ..nn import Module, Parameter, is_recording
-
-
-def topk_mask(m, k, axis):
-    """1 on the k largest entries of array ``m`` along ``axis`` (ties: the lower index wins), else 0."""
-    rank = np.argsort(np.argsort(-m, axis=axis, kind="stable"), axis=axis, kind="stable")
-    return (rank < k).astype(m.dtype)
+from . import experiment_data, loaders, topk_mask
 
 
 def _soft_topk(m, k, axis):
@@ -193,14 +187,12 @@ ARMS = ("vanilla", "sa", "tcsa", "asa1", "asa2")
 
 
 def _measure(arm, data, seed, cfg, log):
-    """Train TASNN with ``arm``'s gate (epoch kept on the validation split), measure it once on the test set."""
-    from data_tools.loader import DataLoader
+    """Train TASNN with ``arm``'s gate, measure it once on the test set."""
     from .. import analysis, models, train
     (W, H, P), T = data[0].sensor_size, cfg["T"]
     gate = None if arm == "vanilla" else asa_gate(T, arm, rng=np.random.default_rng(seed + 1))
     model = models.TASNN(len(data[0].classes), P, H, width=cfg["width"], gate=gate, rng=np.random.default_rng(seed))
-    tr, va, te = (DataLoader(d, b, T, rng=np.random.default_rng(seed), shuffle=b == cfg["batch_size"])
-                  for d, b in zip(data, (cfg["batch_size"], 128, 128)))
+    tr, va, te = loaders(data, T, cfg["batch_size"], seed)
     train.fit(model, tr, va, epochs=cfg["epochs"], lr=cfg["lr"], log=log)
     rec = analysis.record(model, te)
     e, convs = analysis.energy(model, rec), [v for v in rec.neurons.values() if v["u"].ndim == 5]
@@ -212,15 +204,13 @@ def _measure(arm, data, seed, cfg, log):
 
 
 def claim_run_table3(seed, quick, log=None, dataset="digits", arms=ARMS, **cfg):
-    """One seed of Table 3 on ``dataset`` (data fixed, dataset seed 0; 20 % of the training set validates):
-    TASNN ×0.25 without attention and with SA, TCSA, ASA-1, ASA-2, T = 8, 5 epochs of Adam 1e-3 (``cfg``
-    overrides) -> {arm: {accuracy, nasfr, qe, ptd (mean over conv channels and steps), ptd_nonneg (share with
-    PTD ≥ 0), mpd_var, mac, ac, energy_pj (per test sample), params}}. ``quick``: 96 / 64 samples, 1 epoch."""
-    from data_tools.datasets import load, validation_split
+    """One seed of Table 3 on ``dataset`` (the protocol of :mod:`minisnn.methods`): TASNN ×0.25 without attention
+    and with SA, TCSA, ASA-1, ASA-2, T = 8, 5 epochs of Adam 1e-3 (``cfg`` overrides) -> {arm: {accuracy, nasfr, qe,
+    ptd (mean over conv channels and steps), ptd_nonneg (share with PTD ≥ 0), mpd_var, mac, ac, energy_pj (per test
+    sample), params}}. ``quick``: 96 / 64 samples, 1 epoch."""
     cfg = {**(dict(T=4, width=0.125, epochs=1, batch_size=16) if quick else dict(T=8, width=0.25, epochs=5,
            batch_size=32)), "lr": 1e-3, **cfg}
-    train_ds, test_ds = load(dataset, 0, *((96, 64) if quick else (None, None)))
-    data = (*validation_split(train_ds, 0.2, seed), test_ds)
+    data = experiment_data(dataset, seed, *((96, 64) if quick else ()))
     return {arm: _measure(arm, data, seed, cfg, log) for arm in arms}
 
 

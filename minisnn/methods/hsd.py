@@ -3,17 +3,12 @@
 The pipeline of the paper's Fig. 3 / Alg. 1 on event frames split by eq. 1 into ``T = T1 + T2`` (the stream is
 cut into T1 + T2 frames for each T2 on its own, ``data_tools.frames.partition``):
 
-1. **ANN temporal training** (§4.1): a 2-D ANN with QCFS activations (eq. 8) and average pooling
-   sees each of the first T1 frames independently and is trained with the average CE, eq. 5.
-2. **Conversion** (§4.2, eq. 3–4, 6–7): weights copied, each QCFS becomes an IF neuron with
-   threshold θ = λ, v(0) = θ/2, reset by subtraction, whose spikes carry the value θ.
-3. **SKD fine-tuning** (§4.3–4.4, eq. 9–13): the SNN runs on the last T2 frames; its loss is
-   CE(mean_t z_t, y) + λ·L_SKD, each step distilled towards the frozen ANN's soft labels. Distributions
-   over steps average *probabilities*, as eq. 10 says: p_s = (1/T2) Σ_t p_s^t, and the teacher's p_a over
-   its T1 frames "resembles Eq. (10)".
-
-Where the paper is silent we say so (RECONSTRUCTED): BatchNorm is folded into the preceding
-convolution at conversion.
+1. **ANN temporal training** (§4.1): a 2-D ANN with QCFS activations (eq. 8) and average pooling sees each of the
+   first T1 frames independently and is trained with the average CE, eq. 5.
+2. **Conversion** (§4.2, eq. 3–4, 6–7): weights copied, each QCFS becomes an IF neuron with threshold θ = λ,
+   v(0) = θ/2, reset by subtraction, whose spikes carry the value θ (RECONSTRUCTED: BatchNorm folded into the conv).
+3. **SKD fine-tuning** (§4.3–4.4, eq. 9–13): the SNN runs on the last T2 frames; its loss is CE(mean_t z_t, y) +
+   λ·L_SKD, each step distilled towards the frozen ANN's soft labels (over steps, probabilities average: eq. 10).
 """
 import copy
 import functools
@@ -27,6 +22,7 @@ from ..autograd import no_grad, tensor
 from ..claims import Claim
 from ..nn import (AvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module, Parameter, ReLU,
                   Sequential)
+from . import experiment_data, loaders
 
 
 # ----------------------------------------------------------------------------- QCFS and the ANN
@@ -58,11 +54,9 @@ class QCFS(Module):
 
 
 def hsd_ann(n_classes=10, in_channels=2, input_size=34, width=8, L=16, init_lambda=8.0, rng=None):
-    """The ANN of HSD, shaped like ``models.ConvSNN``: [conv 3×3 → BN → QCFS → avgpool 2] × 2 → linear.
-
-    Maps per-frame [N, P, H, W] -> [N, K]; a time-first [T, N, P, H, W] is folded into the batch
-    (every frame independent, §4.1) and gives [T, N, K]. Average pooling, as conversion requires.
-    """
+    """The ANN of HSD, shaped like ``models.ConvSNN``: [conv 3×3 → BN → QCFS → avgpool 2] × 2 → linear (average
+    pooling, as conversion requires). Per frame [N, P, H, W] -> [N, K]; a time-first [T, N, P, H, W] is folded into
+    the batch (every frame independent, §4.1) -> [T, N, K]."""
     rng = rng or np.random.default_rng(0)
     s = (input_size // 2) // 2
     return Sequential(Conv2d(in_channels, width, 3, padding=1, bias=False, rng=rng), BatchNorm2d(width),
@@ -72,14 +66,11 @@ def hsd_ann(n_classes=10, in_channels=2, input_size=34, width=8, L=16, init_lamb
 
 
 def ace_loss(ann_logits, labels, mode="per_frame"):
-    """Average cross-entropy over the T1 frames, eq. 5: L_ACE = (1/T1) Σ_t CE(y_t, y_true).
-
-    ``mode="mean"`` is the public code's variant, CE of the frame-mean logits. ``ann_logits`` is [T1, N, K].
-    """
+    """Average cross-entropy over the T1 frames, eq. 5: L_ACE = (1/T1) Σ_t CE(y_t, y_true), ``ann_logits`` [T1, N, K].
+    ``mode="mean"``: the public code's variant, CE of the frame-mean logits."""
     z = tensor(ann_logits)
     if z.ndim != 3 or mode not in ("per_frame", "mean"):
-        raise ValueError(f"ace_loss: ann_logits must be [T1, N, K] and mode 'per_frame' or 'mean', got {z.shape}, "
-                         f"{mode!r}")
+        raise ValueError(f"ace_loss: ann_logits must be [T1, N, K], mode per_frame|mean, got {z.shape}, {mode!r}")
     return losses.tet_loss(z, labels) if mode == "per_frame" else losses.cross_entropy(z, labels)
 
 
@@ -87,10 +78,8 @@ def ace_loss(ann_logits, labels, mode="per_frame"):
 
 
 class ThetaIF(Module):
-    """The converted neuron, eq. 3–4: IF with threshold θ, v(0) = θ/2, reset by subtraction, output θ·s[t].
-
-    v(t) = v(t−1) + x(t) − θ·s(t),  s(t) = H(v(t−1) + x(t) − θ)  (H(0) = 1); surrogate: triangle, eq. 12.
-    """
+    """The converted neuron, eq. 3–4: IF with threshold θ, v(0) = θ/2, reset by subtraction, output θ·s[t]:
+    v(t) = v(t−1) + x(t) − θ·s(t),  s(t) = H(v(t−1) + x(t) − θ)  (H(0) = 1); surrogate: triangle, eq. 12."""
 
     def __init__(self, theta, surrogate=None):
         super().__init__()
@@ -102,9 +91,6 @@ class ThetaIF(Module):
 
     def forward(self, x):
         return self.neuron(x) * self.theta
-
-    def extra_repr(self):
-        return f"theta={self.theta:.4g}"
 
 
 def _fold_bn(conv, bn):
@@ -135,15 +121,14 @@ def _convert_layers(layers, fold_bn):
 
 
 def convert(ann, fold_bn=True):
-    """ANN -> a NEW SNN (Alg. 1, "Transfer weights / thresholds, set v(0) = θ/2"); ``ann`` is untouched.
+    """ANN -> a NEW SNN [T, N, P, H, W] -> [T, N, K] (Alg. 1, "Transfer weights / thresholds, set v(0) = θ/2").
 
-    Each QCFS(λ) becomes ``ThetaIF(θ = λ)``; BatchNorm2d is folded into the conv before it (``fold_bn=False``
-    keeps a copy instead, as QCFS's reference code does: same eval output, batch statistics when fine-tuned;
-    measured on DigitsDVS, folding fine-tunes as well or better); other layers are deep copies. For one layer with
-    constant input z over T_AS = L steps the IF average n·θ/T_AS equals QCFS(z) exactly (spec §4); deeper, the
-    error shrinks with T_AS only in expectation (eq. 6–7).
-    The SNN maps [T, N, P, H, W] -> [T, N, K].
+    Each QCFS(λ) becomes ``ThetaIF(θ = λ)``; BatchNorm2d is folded into the conv before it (``fold_bn=False`` keeps
+    a copy, as QCFS's reference code does: same eval output, batch statistics when fine-tuned); other layers are deep
+    copies. For one layer with constant input z over T_AS = L steps the IF average n·θ/T_AS equals QCFS(z) exactly
+    (spec §4); deeper, the error shrinks with T_AS only in expectation (eq. 6–7).
     """
+    # Measured on DigitsDVS: folding fine-tunes as well as the kept BatchNorm or better.
     if not isinstance(ann, Sequential):
         raise TypeError(f"convert: ann must be an nn.Sequential, got {type(ann).__name__}")
     return Sequential(*_convert_layers(list(ann), fold_bn)).train(ann.training)
@@ -157,8 +142,7 @@ def skd_loss(student_logits, teacher_logits, tau=10.0):
 
         L_SKD = (1/T2) Σ_t KL(p_a ‖ p_s^t)·τ²,  p_s^t = softmax(z_t / τ),  p_a = (1/T1) Σ_t' softmax(z^ANN_t' / τ)
 
-    (p_a "resembles Eq. (10)": probabilities averaged). ``student_logits`` [T2, N, K]; ``teacher_logits`` [T1, N, K]
-    (or [N, K]) is a constant (frozen teacher).
+    (p_a "resembles Eq. (10)"); ``student_logits`` [T2, N, K], ``teacher_logits`` [T1, N, K] or [N, K], a constant.
     """
     zs = tensor(student_logits)
     if zs.ndim != 3:
@@ -179,9 +163,6 @@ class FrameWindow:
 
     def __init__(self, loader, start, stop):
         self.loader, self.start, self.stop = loader, int(start), int(stop)
-
-    def __len__(self):
-        return len(self.loader)
 
     def __iter__(self):
         for frames, labels in self.loader:
@@ -208,12 +189,11 @@ class Student(Module):
 
 
 def finetune(student, train_loader, val_loader, epochs=1, lr=1e-4, distil="skd", tau=10.0, lam=1.0, log=print):
-    """Train a :class:`Student` with Adam (Alg. 1, second half): L_all = CE(mean_t z_t, y) + λ·L (eq. 13), L = L_SKD
-    (eq. 11, ``distil="skd"``), vanilla L_KD (eq. 9, ``"kd"``) or none (``None``: CE only, "HT only" of Tab. 2).
-    Keeps the epoch of the best validation accuracy (``train.fit``) and returns fit's history."""
+    """Train a :class:`Student` (Alg. 1, second half) by ``train.fit`` with Adam -> its history. L_all = CE(mean_t z_t,
+    y) + λ·L (eq. 13), L = L_SKD (eq. 11, ``distil="skd"``), vanilla L_KD (eq. 9, ``"kd"``) or none (``None``: CE only,
+    "HT only" of Tab. 2)."""
     if distil not in ("skd", "kd", None) or (distil and student.teacher is None):
-        raise ValueError(f"finetune: distil must be 'skd', 'kd' (both need a Student with a teacher) or None, "
-                         f"got {distil!r}")
+        raise ValueError(f"finetune: distil must be 'skd' or 'kd' (with a Student's teacher) or None, got {distil!r}")
     fn = skd_loss if distil == "skd" else kd_loss
 
     def loss(out, y):
@@ -229,26 +209,21 @@ ARMS = ("direct", "hsd", "ht", "skd", "kd", "dts")
 
 def run_t2(dataset="digits", T1=5, T2=1, arms=("direct", "hsd"), seed=0, quick=False, log=print, epochs=None,
            ft_epochs=None, width=8, L=8, init_lambda=2.0, lr=3e-3, ft_lr=3e-3, batch_size=32, tau=10.0, lam=1.0):
-    """HSD and its baselines at one T2, every sample cut into T = T1 + T2 frames for this T2 alone (eq. 1); every arm
-    is tested on the same input, the last T2 frames. "hsd": QCFS ANN trained ``epochs`` on the first T1 frames
-    (eq. 5) -> convert -> ``finetune`` ``ft_epochs`` with CE + λ·SKD; "ht" (hybrid training only), "kd": the same with
-    CE / CE + λ·KD. "direct" (Fig. 2's STS): ``models.ConvSNN`` trained with CE on the last T2 frames; "skd": + λ·SKD
-    from the ANN; "dts": trained on all T frames. Equal budget = equal passes over the training set in the same batch
-    order: ANN + fine-tuning epochs (default 3 + 3; ``quick``: 1 + 1 on 150 / 75 samples) = the direct arms' epochs;
-    each arm keeps its best-validation epoch (20 % of the training set, drawn with ``seed``; data seed 0).
-    ``dataset``: a ``data_tools.datasets.load`` name or a (train, test) pair. Returns {arm: {"accuracy", "seconds"
-    (its training)}}, "ann" also with "frame_t" (on frame t alone), and "converted" (before fine-tuning)."""
-    from data_tools.datasets import load, validation_split
-    from data_tools.loader import DataLoader
+    """HSD and its baselines at one T2 (the protocol of :mod:`minisnn.methods`; ``dataset``: a name or a (train, test)
+    pair), each sample cut into T = T1 + T2 frames for this T2 alone (eq. 1), every arm tested on the last T2 frames.
+    "hsd": QCFS ANN trained ``epochs`` on the first T1 frames (eq. 5) -> convert -> ``finetune`` ``ft_epochs`` with
+    CE + λ·SKD; "ht" (hybrid training only), "kd": the same with CE / CE + λ·KD. "direct" (Fig. 2's STS): a ConvSNN
+    trained with CE on the last T2 frames; "skd": + λ·SKD from the ANN; "dts": trained on all T frames. Equal budget:
+    every arm makes ANN + fine-tuning epochs passes (default 3 + 3; ``quick``: 1 + 1 on 150 / 75 samples) in the same
+    batch order. Returns {arm: {"accuracy", "seconds" (its training)}}, "ann" also with "frame_t" (on frame t alone),
+    and "converted" (before fine-tuning)."""
     from .. import models
     if set(arms) - set(ARMS) or T1 < 1 or T2 < 1:
         raise ValueError(f"run_t2: arms must come from {ARMS} and T1, T2 >= 1, got {arms}, T1={T1}, T2={T2}")
-    train_set, test_set = dataset if isinstance(dataset, tuple) else load(dataset, 0, *((150, 75) if quick else ()))
-    train_set, val_set = validation_split(train_set, 0.2, seed)
+    data = experiment_data(dataset, seed, *((150, 75) if quick else ()))
     epochs, ft_epochs = epochs or (1 if quick else 3), ft_epochs or (1 if quick else 3)
-    (_, H, P), K, T = train_set.sensor_size, len(train_set.classes), T1 + T2
-    tr = DataLoader(train_set, batch_size, T)
-    va, te = (DataLoader(s, 128, T, shuffle=False) for s in (val_set, test_set))
+    (_, H, P), K, T = data[0].sensor_size, len(data[0].classes), T1 + T2
+    tr, va, te = loaders(data, T, batch_size, seed)
     ann = hsd_ann(K, P, H, width, L, init_lambda, rng=np.random.default_rng(seed))
     tr.rng, t0 = np.random.default_rng(seed), time.perf_counter()          # every arm: the same batch order
     train.fit(ann, FrameWindow(tr, 0, T1), FrameWindow(va, 0, T1), epochs, lr, loss_fn=ace_loss, log=log)

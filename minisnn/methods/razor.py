@@ -10,10 +10,9 @@ A :class:`RazorGate` sits right before a spiking layer, on its input X ∈ [T, N
     training:  X' = X̃     inference:  m[t] = Θ(s[t] − θ),  X'[t] = m[t]·X[t]          (eq. 10-11)
 
 Eq. 11 as the prose reads ("set the attention score of the other frames to 1"): kept frames unscaled; the spec's
-other reading, X' = m·X̃ (with nothing pruned, inference = the soft training path), is ``hard_input="refined"``.
-A pruned frame leaves the layer it gates — its neuron gets no input and its output there is dropped (LIAF would
-still emit ReLU(0.3·h)) — so the next synaptic layer computes the kept frames only (:class:`RazorNet`). The paper's
-equations 1-11 are lost from our text; pieces marked RECONSTRUCTED are our reading of the prose (specs/razor.md).
+other reading, X' = m·X̃, is ``hard_input="refined"``. A pruned frame leaves the layer it gates (its output there is
+dropped: LIAF would still emit ReLU(0.3·h)), so the next synaptic layer computes the kept frames only (RazorNet).
+The paper's equations 1-11 are lost from our text; RECONSTRUCTED marks our reading of the prose (specs/razor.md).
 """
 import time
 
@@ -23,17 +22,13 @@ from .. import functional as F
 from .. import losses, models, neurons, train
 from ..autograd import Tensor, no_grad, tensor
 from ..claims import Claim
-from ..nn import Conv2d, Linear, Module, Parameter, Sequential
+from ..nn import Conv2d, Linear, Module, Parameter, Sequential, _count
+from . import experiment_data, loaders, topk_mask
 
 
 def liaf(channels=None):
     """§3.1 LIAF with TA-SNN constants: u = 0.3·h + x, v_th = 0.3, hard reset; output ReLU(u), spike resets."""
     return neurons.LIAF(decay=0.3, gain=1.0, v_threshold=0.3, surrogate=neurons.Rectangle(0.5))
-
-
-def _per_frame(a, x):
-    """A [T, N] array as a Tensor broadcasting over x's [T, N, ...]."""
-    return F.reshape(a, a.shape + (1,) * (x.ndim - 2))
 
 
 def embedding_weights(x, fc):
@@ -42,9 +37,7 @@ def embedding_weights(x, fc):
 
 
 def eoi_mask(x, embeddings, w):
-    """Eq. 6-7, RECONSTRUCTED: Ê_k = w_k·E_k, F[t] = mean_HW X[t] ∈ R^C, M[t] = σ(mean_k ⟨F[t], Ê_k⟩ / √C).
-
-    Returns M of shape [T, N]: one value in (0, 1) per frame and sample."""
+    """Eq. 6-7, RECONSTRUCTED: Ê_k = w_k·E_k, F[t] = mean_HW X[t] ∈ R^C, M[t] = σ(mean_k ⟨F[t], Ê_k⟩ / √C) -> [T, N]."""
     e_hat = F.reshape(w, w.shape + (1,)) * embeddings                   # [N, K, C]
     feat = F.mean(x, axis=tuple(range(3, x.ndim))) if x.ndim > 3 else x   # [T, N, C]
     sim = F.sum(feat * F.mean(e_hat, axis=1), axis=-1)                 # mean_k ⟨F, Ê_k⟩ = ⟨F, mean_k Ê_k⟩
@@ -52,8 +45,8 @@ def eoi_mask(x, embeddings, w):
 
 
 def reconstruct(x, mask):
-    """Eq. 8: X̃[t] = M[t]·X[t] (the mask scales whole frames)."""
-    return x * _per_frame(mask, x)
+    """Eq. 8: X̃[t] = M[t]·X[t] (a [T, N] mask scales whole frames)."""
+    return x * F.reshape(mask, mask.shape + (1,) * (x.ndim - 2))
 
 
 def frame_scores(x_tilde):
@@ -70,47 +63,37 @@ def keep_ratio_mask(scores, keep_ratio):
     """RECONSTRUCTED ("razor ratio" is ambiguous): per sample keep the ⌊ρ·T + ½⌋ highest-scoring frames
     (ties: the earlier frame wins) and prune the rest."""
     scores = np.asarray(scores)
-    k = int(np.floor(keep_ratio * scores.shape[0] + 0.5))
-    order = np.argsort(-scores, axis=0, kind="stable")
-    m = np.zeros_like(scores)
-    np.put_along_axis(m, order[:k], 1.0, axis=0)
-    return m
+    return topk_mask(scores, int(np.floor(keep_ratio * scores.shape[0] + 0.5)), axis=0)
 
 
 def prune(x, x_tilde, m, hard_input="raw"):
     """Eq. 11: X'[t] = m[t]·X[t] ("raw", the prose; default) or m[t]·X̃[t] ("refined", RECONSTRUCTED option)."""
-    return (x if hard_input == "raw" else x_tilde) * _per_frame(m, x)
+    return reconstruct(x if hard_input == "raw" else x_tilde, m)
 
 
 class RazorGate(Module):
-    """The event pruning mechanism of §3.2 on [T, N, C, ...], with K learnable embeddings (K = 4 best, Tab. 4).
-
-    Training: X' = X̃ (soft). Eval with ``threshold`` θ (eq. 10) or ``keep_ratio`` ρ: X' = m·X (``hard_input="raw"``)
-    or m·X̃ ("refined"); neither set: the soft path. After any pass: ``mask`` (M) and ``scores`` (s), [T, N];
-    after an eval pass also ``frame_mask`` (m) and ``pruned_fraction`` = mean(1 − m).
-    """
+    """The event pruning mechanism of §3.2 on [T, N, C, ...] with K learnable embeddings (K = 4 best, Tab. 4); an eval
+    pass prunes by the rule of :meth:`set_pruning` (none: the soft path). After any pass: ``mask`` (M) and ``scores``
+    (s), [T, N]; after an eval pass also ``frame_mask`` (m) and ``pruned_fraction`` = mean(1 − m)."""
     relevance_rule = "identity"   # a multiplicative gate: relevance passes to the gated signal
 
     def __init__(self, channels, T, n_embeddings=4, threshold=None, keep_ratio=None, rng=None, hard_input="raw"):
         super().__init__()
-        for name, v in (("channels", channels), ("T", T), ("n_embeddings", n_embeddings)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"RazorGate: {name} must be a positive int, got {v!r}")
-        rng = rng or np.random.default_rng(0)
-        self.channels, self.T = int(channels), int(T)
+        self.channels, self.T = _count(channels, "channels", "RazorGate"), _count(T, "T", "RazorGate")
+        n_embeddings, rng = _count(n_embeddings, "n_embeddings", "RazorGate"), rng or np.random.default_rng(0)
         self.set_pruning(threshold, keep_ratio, hard_input)
         self.embeddings = Parameter(rng.normal(0.0, 1.0, (n_embeddings, channels)).astype(np.float32))
         self.weighting = Linear(channels, n_embeddings, rng=rng)
         self.mask = self.scores = self.frame_mask = self.pruned_fraction = None
 
     def set_pruning(self, threshold=None, keep_ratio=None, hard_input="raw"):
-        """The inference rule: a score threshold θ, a keep ratio ρ ∈ [0, 1] or neither (no pruning); eq. 11's input."""
-        if threshold is not None and (keep_ratio is not None or not np.isfinite(threshold)) or not (
-                keep_ratio is None or 0.0 <= keep_ratio <= 1.0):
-            raise ValueError(f"RazorGate: give a finite threshold or a keep_ratio in [0, 1], not both; got threshold="
-                             f"{threshold}, keep_ratio={keep_ratio}")
-        if hard_input not in ("refined", "raw"):
-            raise ValueError(f"RazorGate: hard_input must be 'raw' or 'refined', got {hard_input!r}")
+        """The inference rule: a score threshold θ (eq. 10), a keep ratio ρ ∈ [0, 1] or neither (no pruning), and
+        eq. 11's input, X' = m·X ("raw") or m·X̃ ("refined")."""
+        bad_threshold = threshold is not None and (keep_ratio is not None or not np.isfinite(threshold))
+        bad_ratio = keep_ratio is not None and not 0.0 <= keep_ratio <= 1.0
+        if bad_threshold or bad_ratio or hard_input not in ("raw", "refined"):
+            raise ValueError(f"RazorGate: give a finite threshold or a keep_ratio in [0, 1], not both, and hard_input "
+                             f"'raw' or 'refined'; got {threshold}, {keep_ratio}, {hard_input!r}")
         self.threshold, self.keep_ratio, self.hard_input = threshold, keep_ratio, hard_input
 
     def forward(self, x):
@@ -142,10 +125,9 @@ def on_kept_frames(layer, x, keep):
 
 
 class RazorNet(Sequential):
-    """A Sequential with RazorGates whose eval pass skips the pruned frames' work: after a gate, the next synaptic
-    layer (Conv2d / Linear) runs :func:`on_kept_frames`, which drops the gated neuron's output on pruned frames.
-    ``mode="leaky"``: eq. 11 on the input only, LIAF's output on pruned frames passes on and nothing is skipped.
-    After an eval pass ``macs`` lists (gate or None, frames computed, frames, MACs per frame) per synaptic layer."""
+    """A Sequential with RazorGates whose eval pass skips the pruned frames' work (after a gate, the next synaptic layer
+    runs :func:`on_kept_frames`); ``mode="leaky"``: eq. 11 on the input only, nothing skipped. After an eval pass
+    ``macs`` lists (gate or None, frames computed, frames, MACs per frame) per synaptic layer."""
     mode = "skip"
 
     def forward(self, x):
@@ -224,38 +206,26 @@ def paired_seconds(runs, repeats=7):
     return {k: np.array(v) for k, v in times.items()}
 
 
-def _datasets(dataset, quick, seed):
-    """(train, val, test): MotionDVS 600 / 200 clips, 34×34 (quick: 160 / 80, 16×16), 20 % of train for validation."""
-    from data_tools.datasets import load, validation_split
-    kw = dict(size=16 if quick else 34) if dataset == "motion" else {}
-    train_set, test_set = load(dataset, 0, *((160, 80) if quick else (600, 200) if kw else (None, None)), **kw)
-    return validation_split(train_set, 0.2, seed) + (test_set,)
-
-
 def run_comparison(dataset="motion", epochs=None, quick=False, log=print, T=8, width=0.25, rule=None, lr=3e-3,
-                   loss="rate", seed=0, repeats=7):
-    """A plain LIAF TASNN and the Razor SNN (:func:`razor_tasnn`), same data, seed, batch order and epochs, each at its
-    best-validation epoch, trained with the paper's loss (§4.1 "We take rate coding as loss function": MSE of the
-    time-mean output to the one-hot label; ``loss="ce"``: cross-entropy). Arms: "plain", "razor" (nothing pruned),
-    "razor_pruned" (``rule``, default keep ratio 0.75), and on that model "razor_refined" (X' = m·X̃) and
-    "razor_leaky" (LIAF output on pruned frames kept, nothing skipped), each with accuracy, MACs per sample, saved MAC
-    and pruned frame fractions; the first three with inference seconds on the test set (median of ``repeats``) and
-    "time_vs_plain", the median of the per-round ratios to "plain" (:func:`paired_seconds`)."""
-    from data_tools.loader import DataLoader
-    if loss not in ("rate", "ce"):
-        raise ValueError(f"run_comparison: loss must be 'rate' or 'ce', got {loss!r}")
+                   seed=0, repeats=7):
+    """A plain LIAF TASNN and the Razor SNN (:func:`razor_tasnn`) on the same data, seed, batch order and epochs (the
+    protocol of :mod:`minisnn.methods`), trained with the paper's loss (§4.1 "We take rate coding as loss function":
+    MSE of the time-mean output to the one-hot label). Arms: "plain", "razor" (nothing pruned), "razor_pruned"
+    (``rule``, default keep ratio 0.75), and on that model "razor_refined" (X' = m·X̃) and "razor_leaky" (LIAF output
+    on pruned frames kept, nothing skipped), each with accuracy, MACs per sample, saved MAC and pruned frame fractions;
+    the first three with inference seconds on the test set (median of ``repeats``) and "time_vs_plain", the median of
+    the per-round ratios to "plain" (:func:`paired_seconds`)."""
     epochs, log, rule = epochs or (1 if quick else 10), log or (lambda *_: None), rule or {"keep_ratio": 0.75}
-    tr, va, te = _datasets(dataset, quick, seed)
+    motion = dict(size=16 if quick else 34) if dataset == "motion" else {}   # MotionDVS clips at 16×16 or 34×34
+    tr, va, te = experiment_data(dataset, seed, *((160, 80) if quick else (600, 200) if motion else ()), **motion)
+    train_loader, val_loader, test_loader = loaders((tr, va, te), T, 8 if quick else 32, seed, 100, split_by="time")
     (_, H, P), K = tr.sensor_size, len(tr.classes)
-    train_loader = DataLoader(tr, 8 if quick else 32, T, split_by="time")
-    val_loader, test_loader = (DataLoader(s, 100, T, shuffle=False, split_by="time") for s in (va, te))
     plain = RazorNet(*models.TASNN(K, P, H, width, neuron=liaf, rng=np.random.default_rng(seed)))
     razor = razor_tasnn(K, P, H, T, width, rng=np.random.default_rng(seed), gate_rng=np.random.default_rng(seed + 1))
     for name, model in (("plain", plain), ("razor", razor)):
         log(f"--- {name}: TASNN ×{width} LIAF on {dataset}, {len(tr)} train / {len(va)} val / {len(te)} test, T = {T}")
         train_loader.rng = np.random.default_rng(seed)                 # the same batch order
-        train.fit(model, train_loader, val_loader, epochs, lr, loss_fn=losses.mse_rate if loss == "rate" else
-                  losses.cross_entropy, log=log)
+        train.fit(model, train_loader, val_loader, epochs, lr, loss_fn=losses.mse_rate, log=log)
     arms = {"plain": (plain, {}), "razor": (razor, {}), "razor_pruned": (razor, rule),
             "razor_refined": (razor, {**rule, "hard_input": "refined"}), "razor_leaky": (razor, rule, "leaky")}
 

@@ -8,13 +8,12 @@ leaked state. STAA replaces that addition by an attention aggregator (eq. 6–14
     V[t] = U[t] ⊙ σ(Conv2(ReLU(Conv1(α·AvgPool(U[t])))))    step attention, eq. 12, 14
     S[t] = Θ(V[t] − v_th);   H[t] = V_reset·S[t] + V[t]·(1 − S[t])        eq. 2–3 (hard reset)
 
-with the rectangular surrogate ∂S/∂V = 1[|V − v_th| < a/2]/a, a = 1 (eq. 5). During training, Time-Step
-Random Dropout (TSRD, §3.2) replaces the aggregator at a step by the plain V[t] = H[t−1] + I[t].
-Eq. 7–12 are in the paper's text and followed as written (GC's key branch: W_k = X · σ(Conv_k(X)), eq. 7). What it
-leaves open is RECONSTRUCTED, each piece in one small function below: where eq. 13's ⊕ puts eq. 6's M, N, their
-shape and start, SA's initial gate, TSRD's draw, the fixed encoding and the placements of §4.3 (Fig. 2 is lost);
-Table 6 / §4.3's ablations are arguments (``sa_pool``, ``alpha``, ``pe``, ``pe_learn``). With Pos = 0, zero GC
-output and SA gates of 1, STAALIF *is* the adaptive LIF, with M = 1 − 1/τ, N = 1/τ ``neurons.LIF(tau)`` (tests).
+with the rectangular surrogate ∂S/∂V = 1[|V − v_th| < a/2]/a, a = 1 (eq. 5). During training, Time-Step Random
+Dropout (TSRD, §3.2) replaces the aggregator at a step by the plain V[t] = H[t−1] + I[t]. Eq. 7–12 are followed as
+written; what the paper leaves open is RECONSTRUCTED, each piece in one small function below: where eq. 13's ⊕ puts
+eq. 6's M, N, their shape and start, SA's initial gate, TSRD's draw, the fixed encoding and the placements of §4.3
+(Fig. 2 is lost); Table 6 / §4.3's ablations are arguments (``sa_pool``, ``alpha``, ``pe``, ``pe_learn``). With
+Pos = 0, zero GC output and SA gates of 1, STAALIF *is* the adaptive LIF, M = 1 − 1/τ, N = 1/τ (tests).
 """
 import time
 
@@ -24,7 +23,8 @@ from .. import functional as F
 from .. import models, neurons, train
 from ..autograd import Tensor, tensor
 from ..claims import Claim
-from ..nn import Linear, Module, Parameter, is_recording
+from ..nn import Linear, Module, Parameter, _fold, is_recording
+from . import experiment_data, loaders
 
 # ----------------------------------------------------------------------------- RECONSTRUCTED pieces
 
@@ -37,12 +37,9 @@ def init_coefficients(channels, tau, dtype=np.float32):
 
 
 def init_gate_bias(conv2, bias):
-    """RECONSTRUCTED (not in the paper): SA's last 1×1 conv starts with bias ``bias`` (None: the default init).
-
-    The paper gives no initialisation (α "regulates the initial training speed"). From the default init the
-    sigmoid gates start near 0.5 and halve the membrane; STAALIF starts them at σ(4) ≈ 0.98, close to the plain
-    LIF like M, N and the GC. It measured better (below; the claims table reports both).
-    """
+    """RECONSTRUCTED (the paper gives no initialisation; α "regulates the initial training speed"): SA's last 1×1 conv
+    starts with bias ``bias``. None: the default init, whose gates near 0.5 halve the membrane; STAALIF's 4: σ(4) ≈
+    0.98, close to the plain LIF like M, N and the GC, measured better (below; the claims table reports both)."""
     # DigitsDVS, ConvSNN width 8, 3 seeds, T = 2 / 4 / 8: sa_bias = 4 92.8 / 92.9 / 92.4 % vs the default init
     # 89.7 / 89.5 / 88.0 % (LIF 92.5 / 91.6 / 91.6 %).
     if bias is not None:
@@ -50,12 +47,10 @@ def init_gate_bias(conv2, bias):
 
 
 def gc_context(x, key_logits, pooling):
-    """The key branch of the GC block, eq. 7: W_k = X · Sigmoid(Conv_k(X)), with X reshaped to C×HW.
-
-    x: [N, C, HW], key_logits: [N, 1, HW] -> W_k = Σ_p a_p·x[:, :, p] of shape [N, C, 1], where a = σ(logits)
-    (eq. 7, default) or GCNet's softmax over the HW positions (weights summing to 1). GC's LayerNorm removes the
-    scale of W_k; measured alike (T = 4, seed 0: 326 vs 326 of 359 test samples correct).
-    """
+    """The key branch of the GC block, eq. 7: W_k = X · σ(Conv_k(X)), X reshaped to C×HW. x: [N, C, HW], key_logits:
+    [N, 1, HW] -> W_k = Σ_p a_p·x[:, :, p], [N, C, 1], with a = σ(logits) (eq. 7, default) or GCNet's softmax over the
+    positions (weights summing to 1; GC's LayerNorm removes the scale of W_k, and the two measured alike)."""
+    # T = 4, seed 0: 326 vs 326 of 359 test samples correct.
     a = F.softmax(key_logits, axis=-1) if pooling == "softmax" else F.sigmoid(key_logits)
     return F.matmul(x, F.transpose(a, (0, 2, 1)))
 
@@ -90,9 +85,8 @@ class GCBlock(Module):
     W_k = X · σ(Conv_k(X)) (eq. 7, :func:`gc_context`);  W_q = Conv_q(W_k) (C → C/r, eq. 8);
     W_v = Conv_v(ReLU(LN(W_q))) (C/r → C, eq. 9);  Z = X ⊕ W_v (broadcast over H, W)   (eq. 10).
     The 1×1 convs act on [C, 1, 1] vectors (the key conv per position): ``Linear`` layers, 2·C·C/r weights plus key
-    conv, LN and biases (§4.3). The value layer starts at zero, as in GCNet: Z = X at init. With C/r = 1 the LN
-    output is its bias (the block adds a constant), with C/r = 2 it is ±1.
-    """
+    conv, LN and biases (§4.3). The value layer starts at zero, as in GCNet (Z = X at init); with C/r = 1 the LN
+    output is its bias, with C/r = 2 it is ±1."""
 
     def __init__(self, channels, reduction=4, pooling="sigmoid", rng=None):
         super().__init__()
@@ -119,11 +113,8 @@ class GCBlock(Module):
     def forward(self, x):
         x = tensor(x)
         if x.ndim not in (4, 5) or x.shape[-3] != self.channels:
-            raise ValueError(f"GCBlock: x must be [N, {self.channels}, H, W] or [T, N, {self.channels}, H, W], "
-                             f"got {x.shape}")
-        if x.ndim == 5:
-            return F.reshape(self.forward(F.reshape(x, (-1,) + x.shape[2:])), x.shape)
-        return x + self.context(x)
+            raise ValueError(f"GCBlock: x must be [(T,) N, C={self.channels}, H, W], got {x.shape}")
+        return _fold(lambda z: z + self.context(z), x)                      # Z = X ⊕ W_v, eq. 10
 
 
 class StepAttention(Module):
@@ -135,10 +126,9 @@ class StepAttention(Module):
         if int(channels) < 1 or int(reduction) < 1 or pool not in ("avg", "max", "avg+max"):
             raise ValueError(f"need channels, reduction >= 1 and pool in avg | max | avg+max, got {channels}, "
                              f"{reduction}, {pool!r}")
-        rng = rng or np.random.default_rng(0)
+        rng, hidden = rng or np.random.default_rng(0), max(1, int(channels) // int(reduction))
         self.channels, self.alpha, self.pool = int(channels), float(alpha), pool
-        self.conv1 = Linear(self.channels, max(1, self.channels // int(reduction)), rng=rng)
-        self.conv2 = Linear(max(1, self.channels // int(reduction)), self.channels, rng=rng)
+        self.conv1, self.conv2 = Linear(self.channels, hidden, rng=rng), Linear(hidden, self.channels, rng=rng)
         init_gate_bias(self.conv2, gate_bias)
 
     def gate(self, u):
@@ -160,13 +150,12 @@ class StepAttention(Module):
 class STAALIF(neurons.BaseNeuron):
     """LIF with the spatial-temporal attention aggregator (eq. 6, 11–14) and TSRD; input [T, N, C, H, W].
 
-    Unrolled over t with ordinary autograd ops (no fused kernel). ``gc``/``sa`` switch the blocks off and
-    ``pe=None`` the position encoding (off = identity; M, N stay). ``pe`` adds Pos[t] at "input" (X = I + Pos
-    before GC1: the paper's choice (c), "the pre-aggregation spatial input port"), "state" (H[t−1] + Pos before
-    GC2), "both" (input, and a second Pos at the state) or "aggregate" (U + Pos before SA): RECONSTRUCTED, the
-    paper's Fig. 2 is lost. ``pe_learn=False``: :func:`fixed_position_encoding`. A [T, N, F] input (an FC layer)
-    runs as [T, N, F, 1, 1]: GC then pools over one position and SA gates each feature by itself (defined, but
-    STAA is designed for conv maps).
+    Unrolled over t with ordinary autograd ops (no fused kernel). ``gc``/``sa`` switch the blocks off and ``pe=None``
+    the position encoding (off = identity; M, N stay). ``pe`` adds Pos[t] at "input" (X = I + Pos before GC1: the
+    paper's choice (c), "the pre-aggregation spatial input port"), "state" (H[t−1] + Pos before GC2), "both" (input,
+    and a second Pos at the state) or "aggregate" (U + Pos before SA): RECONSTRUCTED, the paper's Fig. 2 is lost.
+    ``pe_learn=False``: :func:`fixed_position_encoding`. A [T, N, F] input (an FC layer) runs as [T, N, F, 1, 1]: GC
+    then pools over one position and SA gates each feature by itself (defined, but STAA is designed for conv maps).
     """
     PORTS = {None: {}, "input": {"input": "pos"}, "state": {"state": "pos"}, "both": {"input": "pos", "state": "pos_h"},
              "aggregate": {"aggregate": "pos"}}   # placement -> {port: encoding}
@@ -188,21 +177,13 @@ class STAALIF(neurons.BaseNeuron):
             setattr(self, name, Parameter(pos)) if pe_learn else self.register_buffer(name, pos)
         self.last_dropped = np.zeros(self.T, bool)
 
-    def coefficients(self):
-        return self.M, self.N
-
-    def _check(self, x):
-        x = tensor(x)
-        if x.ndim == 3:
-            x = F.reshape(x, x.shape + (1, 1))
-        if x.ndim != 5 or x.shape[0] != self.T or x.shape[2] != self.channels:
-            raise ValueError(f"STAALIF: x must be [T={self.T}, N, C={self.channels}, H, W] (or [T, N, C]), "
-                             f"got {x.shape}")
-        return x
-
     def forward(self, x):
-        shape = tensor(x).shape
-        x = self._check(x)
+        x = tensor(x)
+        shape = x.shape
+        if x.ndim == 3:                                                         # an FC layer: [T, N, F, 1, 1]
+            x = F.reshape(x, shape + (1, 1))
+        if x.ndim != 5 or x.shape[0] != self.T or x.shape[2] != self.channels:
+            raise ValueError(f"STAALIF: x must be [T={self.T}, N, C={self.channels}, (H, W)], got {x.shape}")
         pos = {port: F.reshape(getattr(self, name), (self.T, 1, self.channels, 1, 1))
                for port, name in self.PORTS[self.pe].items()}                                 # eq. 11, [T, 1, C, 1, 1]
         xin = x + pos["input"] if "input" in pos else x
@@ -263,25 +244,21 @@ ABLATIONS = {"staa": _staa(), "pe_state": _staa(pe="state"), "pe_both": _staa(pe
 
 
 def claim_run_lowT(seed, quick, log=None, dataset="digits", Ts=(2, 4, 8), variants=VARIANTS, **cfg):
-    """One seed of LIF vs STAA-LIF at each T: ConvSNN width 8, 4 epochs of Adam 3e-3 (``cfg`` overrides), the epoch
-    kept on a validation split (20 % of the training set, by ``seed``), tested once; data fixed (dataset seed 0).
-    ``variants``: name -> (T, rng) -> neuron factory, the generator (from ``seed``) drawing STAA's initial weights
-    and TSRD. Returns {f"{name}_T{T}": {"accuracy", "spike_rate", "seconds"}}. ``quick``: 80 / 32 samples, 1 epoch,
-    width 4. Table 6 / §4.3 ablations: ``claim_run_lowT(seed, False, Ts=(4,), variants=ABLATIONS)``."""
-    from data_tools.datasets import load, validation_split
-    from data_tools.loader import DataLoader
+    """One seed of LIF vs STAA-LIF at each T (the protocol of :mod:`minisnn.methods`): ConvSNN width 8, 4 epochs of
+    Adam 3e-3 (``cfg`` overrides). ``variants``: name -> (T, rng) -> neuron factory, the generator (from ``seed``)
+    drawing STAA's initial weights and TSRD. Returns {f"{name}_T{T}": {"accuracy", "spike_rate", "seconds"}}.
+    ``quick``: 80 / 32 samples, 1 epoch, width 4. Table 6 / §4.3 ablations: ``Ts=(4,), variants=ABLATIONS``."""
     cfg = {**(dict(epochs=1, width=4) if quick else dict(epochs=4, width=8)), "lr": 3e-3, "batch_size": 32, **cfg}
-    train_ds, test_ds = load(dataset, 0, *((80, 32) if quick else (None, None)))
-    train_ds, val_ds = validation_split(train_ds, 0.2, seed)
-    (W, H, P), out = train_ds.sensor_size, {}
+    data = experiment_data(dataset, seed, *((80, 32) if quick else ()))
+    (W, H, P), out = data[0].sensor_size, {}
     for T in Ts:
         for name, build in variants.items():
             t0 = time.perf_counter()
-            model = models.ConvSNN(len(train_ds.classes), P, H, cfg["width"], build(T, np.random.default_rng(seed)),
+            model = models.ConvSNN(len(data[0].classes), P, H, cfg["width"], build(T, np.random.default_rng(seed)),
                                    rng=np.random.default_rng(seed))
-            tr = DataLoader(train_ds, cfg["batch_size"], T, rng=np.random.default_rng(seed))
-            train.fit(model, tr, DataLoader(val_ds, 128, T, shuffle=False), epochs=cfg["epochs"], lr=cfg["lr"], log=log)
-            res = train.evaluate(model, DataLoader(test_ds, 128, T, shuffle=False))
+            tr, va, te = loaders(data, T, cfg["batch_size"], seed)
+            train.fit(model, tr, va, epochs=cfg["epochs"], lr=cfg["lr"], log=log)
+            res = train.evaluate(model, te)
             out[f"{name}_T{T}"] = {"accuracy": res["accuracy"], "spike_rate": res["spike_rate"],
                                    "seconds": time.perf_counter() - t0}
     return out
