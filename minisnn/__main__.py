@@ -18,8 +18,7 @@ from .claims import PAPERS, reproduce
 
 
 def demo(args):
-    """Train ConvSNN on DigitsDVS, keep the epoch with the best validation accuracy (on 20 % of the training set held
-    out), print its test accuracy."""
+    """Train ConvSNN on DigitsDVS, keep the epoch with the best validation accuracy, print its test accuracy."""
     from data_tools.datasets import DigitsDVS, cache_dir, validation_split
     from data_tools.loader import DataLoader
     from . import models, train

@@ -210,7 +210,6 @@ class LIF(BaseNeuron):
         super().__init__(v_threshold, v_reset, surrogate, detach_reset, v0, fused)
         if not tau > 1.0 and decay is None:
             raise ValueError(f"LIF: tau must be > 1, got {tau}")
-        self.tau = float(tau)
         self.decay = 1.0 - 1.0 / tau if decay is None else decay
         self.gain = (1.0 / tau if decay_input else 1.0) if gain is None else gain
 

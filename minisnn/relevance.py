@@ -136,7 +136,7 @@ def _layer_maps(layer, x):
         _, kh, kw, sh, sw, Ho, Wo = F._pool_args(x[:1], layer.kernel_size, layer.stride, "avg")
         return [(lambda v: F._avg_forward(v, np.empty(v.shape[:2] + (Ho, Wo), v.dtype), kh, kw, sh, sw),
                  lambda g, v: F._avg_backward(g, np.empty_like(v), kh, kw, sh, sw)), None], 0
-    oh, ow = F._pair(layer.output_size, "output_size")   # AdaptiveAvgPool2d (checked by _check_rules)
+    oh, ow = F._pair(layer.output_size, "output_size")   # AdaptiveAvgPool2d (the rule check in _forward)
     Ph, Pw = F._adaptive_matrix(x.shape[2], oh, x.dtype), F._adaptive_matrix(x.shape[3], ow, x.dtype)
     return [(lambda v: Ph @ v @ Pw.T, lambda g, v: Ph.T @ g @ Pw), None], 0
 
@@ -227,8 +227,7 @@ def sltrp_recursion(R_out, gamma):
 
 
 def _sltrp_layer(x, extras, R, alpha, beta, clamp_input):
-    """γ from the recorded membranes (h[t−1] after reset, h[0] = v0) and input current, then eq. 10–11.
-    γ runs over cache-sized chunks of neurons [T, m] on every core (:func:`core.chunked`)."""
+    """γ (eq. 9) from the recorded membranes (h[t−1] after reset, h[0] = v0) and input, per chunk of neurons; eq. 10–11."""
     if not isinstance(extras, dict) or not {"h", "decay", "gain", "v0"} <= set(extras):
         raise ValueError("SLTRP needs the neuron's recorded 'h', 'decay', 'gain', 'v0' (BaseNeuron.extras); this "
                          "spiking layer did not record them. Use mode='slrp' or record them in its forward.")
