@@ -1,7 +1,7 @@
 """Differentiable ops. Each op computes its forward with NumPy and defines its backward right below.
 
-Every op takes Tensors (or arrays/scalars, promoted with :func:`tensor`), returns one built by :func:`make` (``None``
-in the backward's grads: no gradient for that parent) and preserves float64. :func:`unbroadcast` undoes broadcasting."""
+Every op takes Tensors (or arrays/scalars, promoted with :func:`tensor`) and returns one built by :func:`make`, whose
+backward gives ``None`` to a parent without gradient; all preserve float64. :func:`unbroadcast` undoes broadcasting."""
 import numpy as np
 
 from .autograd import Tensor, make, tensor, unbroadcast

@@ -125,7 +125,7 @@ def multistep_fused(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, s
 
 def multistep_unrolled(x, decay, gain, v0=0.0, v_th=1.0, v_reset=0.0, v_rest=0.0, surrogate=None,
                        detach_reset=False, output="spike", trace=None):
-    """The same neuron as a Python loop over t of ordinary autograd ops (reference semantics); same returns, trace."""
+    """:func:`multistep_fused` as a loop over t of plain autograd ops (reference semantics): same returns and trace."""
     x = tensor(x)
     surrogate = surrogate or Sigmoid()
     h = v0 if isinstance(v0, Tensor) else Tensor(np.broadcast_to(np.asarray(v0, x.dtype), x.shape[1:]))

@@ -227,7 +227,7 @@ def sltrp_recursion(R_out, gamma):
 
 
 def _sltrp_layer(x, extras, R, alpha, beta, clamp_input):
-    """γ (eq. 9) from the recorded membranes (h[t−1] after reset, h[0] = v0) and input, per chunk of neurons; eq. 10–11."""
+    """γ (eq. 9) from the recorded membranes (h[t−1] after reset, h[0] = v0) and input, per neuron chunk; eq. 10–11."""
     if not isinstance(extras, dict) or not {"h", "decay", "gain", "v0"} <= set(extras):
         raise ValueError("SLTRP needs the neuron's recorded 'h', 'decay', 'gain', 'v0' (BaseNeuron.extras); this "
                          "spiking layer did not record them. Use mode='slrp' or record them in its forward.")
