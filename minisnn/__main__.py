@@ -8,6 +8,7 @@
 Add --help after a command for its options.
 """
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -117,13 +118,11 @@ def _keep_freed_memory():
     A process-wide setting, so only the command line does it; ``MINISNN_MALLOC_TUNING=0`` turns it off."""
     if os.environ.get("MINISNN_MALLOC_TUNING", "1") == "0":
         return
-    try:
+    with contextlib.suppress(OSError, AttributeError):   # not glibc: nothing to tune
         import ctypes
         libc = ctypes.CDLL(None)
         libc.mallopt(-4, 0)          # M_MMAP_MAX: no mmap'ed chunks, even above 32 MB
         libc.mallopt(-1, 1 << 30)    # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
 
 
 if __name__ == "__main__":

@@ -122,17 +122,20 @@ def _fmt(claim, m, h):
 
 def table(rows, seconds=None, header=""):
     """The Markdown claims table (one row per claim), then the papers' words for each claim."""
-    lines = [header, "| # | paper | where | metric | baseline | method | baseline: mean ± 95 % CI | method: mean ± "
-             "95 % CI | D = direction·(method − baseline) | seeds | verdict |", "|" + "---|" * 11]
+    lines = [header, "| # | paper | where | experiment | metric | baseline | method | baseline: mean ± 95 % CI | "
+             "method: mean ± 95 % CI | D = direction·(method − baseline) | seeds | verdict |", "|" + "---|" * 12]
     for i, r in enumerate(rows, 1):
         c = r["claim"]
         side = ("higher" if c.direction > 0 else "lower") + (f", margin {_unit(c)[0] * c.margin:g}{_unit(c)[1]}"
                                                               if c.margin else "")
-        lines.append(f"| {i} | {c.paper} | {c.where} | {c.metric} ({side}) | {c.baseline} | {c.method} | "
+        lines.append(f"| {i} | {c.paper} | {c.where} | {c.experiment} | {c.metric} ({side}) | {c.baseline} | {c.method} | "
                      f"{_fmt(c, *r['baseline'])} | {_fmt(c, *r['method'])} | {_fmt(c, *r['diff'])} | {r['n']} | "
                      f"**{r['verdict']}** |")
+    quotes = {}   # each quote once, with the rows that test it
+    for i, r in enumerate(rows, 1):
+        quotes.setdefault((r["claim"].paper, r["claim"].where, r["claim"].quote), []).append(str(i))
     lines += ["", "The claims in the papers' words:", ""]
-    lines += [f"{i}. {r['claim'].paper}, {r['claim'].where}: “{r['claim'].quote}”" for i, r in enumerate(rows, 1)]
+    lines += [f"- rows {', '.join(ix)}: {p}, {w}: “{q}”" for (p, w, q), ix in quotes.items()]
     if seconds:
         lines += ["", "Seconds per seed: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())]
     return "\n".join(lines) + "\n"

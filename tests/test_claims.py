@@ -59,15 +59,16 @@ def test_reproduce_on_fake_papers(monkeypatch, tmp_path):
         r = np.random.default_rng(seed)
         return {"base": {"accuracy": 0.6 + 0.01 * r.random(), "spikes": 20.0},
                 "meth": {"accuracy": 0.7 + 0.01 * r.random(), "spikes": 15.0 + r.random()}}
-    claims = [CLAIM, C.Claim("Paper", "Fig. 1", "fewer spikes", "exp", "spikes", "base", "meth", direction=-1),
-              C.Claim("Paper", "Fig. 2", "more spikes", "exp", "spikes", "base", "meth", direction=1)]
+    claims = [CLAIM, C.Claim("Paper", "Fig. 1", "spikes change", "exp", "spikes", "base", "meth", direction=-1),
+              C.Claim("Paper", "Fig. 1", "spikes change", "exp", "spikes", "base", "meth", direction=1)]
     monkeypatch.setattr(C, "collect", lambda only: ({"exp": exp}, claims))
     out = tmp_path / "r.md"
     rows = C.reproduce(seeds=3, quick=True, out=out, figure_path=tmp_path / "r.png", log=None)
     assert calls == [(0, True), (1, True), (2, True)]          # one run per seed, shared by all claims
     assert [r["verdict"] for r in rows] == ["reproduced", "reproduced", "not reproduced"]
     text = out.read_text()
-    assert text.count("**reproduced**") == 2 and "**not reproduced**" in text and "“fewer spikes”" in text
+    assert text.count("**reproduced**") == 2 and "**not reproduced**" in text and text.count("| exp |") == 3
+    assert text.count("“spikes change”") == 1 and "rows 2, 3: Paper, Fig. 1: “spikes change”" in text   # once
     assert "3 seeds (quick settings: not evidence)" in text
     assert (tmp_path / "r.png").stat().st_size > 1000 and (tmp_path / "r.json").exists()
     with pytest.raises(ValueError, match="seeds"):
