@@ -48,9 +48,9 @@ def claims(args):
         from .methods.eventrpg import table
         return table(args.table, args.seeds, args.quick, print if args.verbose else None)
     only = None if args.cmd == "reproduce" else args.cmd
-    out = args.out or ("results.md" if only is None else f"results_{only}.md")
-    reproduce(args.seeds, args.quick, only, out, out.rsplit(".", 1)[0] + ".png", log=print if args.verbose else _quiet)
-    print(f"written: {out}, {out.rsplit('.', 1)[0]}.png, {out.rsplit('.', 1)[0]}.json")
+    stem = args.out.rsplit(".", 1)[0]
+    reproduce(args.seeds, args.quick, only, args.out, stem + ".png", log=print if args.verbose else _quiet)
+    print(f"written: {args.out}, {stem}.png, {stem}.json")
 
 
 def _quiet(line):
@@ -77,14 +77,14 @@ def _parser():
     b.add_argument("--repeats", type=int, default=7, help="timed repetitions per measurement (median reported)")
     b.add_argument("--peers", action="store_true", help="also spikingjelly, snntorch, PyTorch (those installed), as ratios")
     b.set_defaults(fn=lambda a: __import__("minisnn.bench", fromlist=["run"]).run(a.repeats, a.peers))
-    runs = [("reproduce", "every paper's claims over seeds: writes the claims table and its figure")]
-    runs += [(k, f"the claims of {v} over seeds") for k, v in PAPERS.items()]
-    for name, text in runs:
+    runs = [("reproduce", "every paper's claims over seeds: writes the claims table and its figure", "results.md")]
+    runs += [(k, f"the claims of {v} over seeds", f"results_{k}.md") for k, v in PAPERS.items()]
+    for name, text, out in runs:
         m = sub.add_parser(name, formatter_class=fmt, help=text, description=text[0].upper() + text[1:] +
                            ": mean ± 95 % CI of method and baseline, their paired difference, the verdict.")
         m.add_argument("--seeds", type=int, default=3, help="training seeds per experiment (>= 2)")
         m.add_argument("--quick", action="store_true", help="tiny data and 1 epoch: checks the pipeline, not claims")
-        m.add_argument("--out", default=None, help="Markdown table path (default results.md or results_<paper>.md)")
+        m.add_argument("--out", default=out, help="the Markdown table; its figure (.png) and results (.json) beside it")
         m.add_argument("--fashion-root", default=None, help="folder of the Fashion-MNIST IDX files, if you have them")
         m.add_argument("--verbose", action="store_true", help="print every epoch's progress line")
         if name == "eventrpg":

@@ -135,7 +135,7 @@ def table(rows, seconds=None, header=""):
     for i, r in enumerate(rows, 1):
         quotes.setdefault((r["claim"].paper, r["claim"].where, r["claim"].quote), []).append(str(i))
     lines += ["", "The claims in the papers' words:", ""]
-    lines += [f"- rows {', '.join(ix)}: {p}, {w}: “{q}”" for (p, w, q), ix in quotes.items()]
+    lines += [f"- row{'s' * (len(i) > 1)} {', '.join(i)}: {p}, {w}: “{q}”" for (p, w, q), i in quotes.items()]
     if seconds:
         lines += ["", "Seconds per seed: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())]
     return "\n".join(lines) + "\n"
