@@ -128,9 +128,9 @@ def table(rows, seconds=None, header=""):
         c = r["claim"]
         side = ("higher" if c.direction > 0 else "lower") + (f", margin {_unit(c)[0] * c.margin:g}{_unit(c)[1]}"
                                                               if c.margin else "")
-        lines.append(f"| {i} | {c.paper} | {c.where} | {c.experiment} | {c.metric} ({side}) | {c.baseline} | {c.method} | "
-                     f"{_fmt(c, *r['baseline'])} | {_fmt(c, *r['method'])} | {_fmt(c, *r['diff'])} | {r['n']} | "
-                     f"**{r['verdict']}** |")
+        lines.append(f"| {i} | {c.paper} | {c.where} | {c.experiment} | {c.metric} ({side}) | {c.baseline} | "
+                     f"{c.method} | {_fmt(c, *r['baseline'])} | {_fmt(c, *r['method'])} | {_fmt(c, *r['diff'])} | "
+                     f"{r['n']} | **{r['verdict']}** |")
     quotes = {}   # each quote once, with the rows that test it
     for i, r in enumerate(rows, 1):
         quotes.setdefault((r["claim"].paper, r["claim"].where, r["claim"].quote), []).append(str(i))
