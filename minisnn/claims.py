@@ -142,22 +142,22 @@ def table(rows, seconds=None, header=""):
 
 
 def figure(rows, path):
-    """Per claim, D relative to the baseline's mean (%), with its 95 % CI, the zero line and the margin."""
+    """Per claim, D in % of the larger of the two means, with its 95 % CI, the zero line and the margin."""
     from matplotlib.figure import Figure   # not pyplot: no global figure state, no GUI backend
     fig = Figure(figsize=(8, 0.35 * len(rows) + 1.2))
     ax = fig.subplots()
     for i, r in enumerate(rows):
-        scale = 100 / max(abs(r["baseline"][0]), 1e-12)
+        scale = 100 / max(abs(r["baseline"][0]), abs(r["method"][0]), 1e-12)   # a baseline of 0 (A.I.) stays finite
         (dm, dh), c = r["diff"], r["claim"]
         color = {"reproduced": "tab:green", "not reproduced": "tab:red"}.get(r["verdict"], "tab:gray")
         ax.errorbar(dm * scale, i, xerr=dh * scale, fmt="o", color=color, capsize=3)
         if c.margin:
             ax.plot([-c.margin * scale] * 2, [i - 0.4, i + 0.4], color="k", lw=1)
     ax.axvline(0, color="k", lw=0.8, ls=":")
-    ax.set_yticks(range(len(rows)), [f"{i + 1}. {r['claim'].paper}: {r['claim'].metric}, {r['claim'].method} vs "
-                                     f"{r['claim'].baseline}" for i, r in enumerate(rows)], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("D = direction·(method − baseline), % of the baseline's mean (right of 0: as claimed)")
+    ax.set_yticks(range(len(rows)), [f"{i + 1}. {r['claim'].experiment}: {r['claim'].metric}, {r['claim'].method} "
+                                     f"vs {r['claim'].baseline}" for i, r in enumerate(rows)], fontsize=7)
+    ax.set(xscale="symlog", ylim=(len(rows) - 0.5, -0.5),   # symlog: linear within ±2 %, so small and large D show
+           xlabel="D in % of the larger mean (right of 0: as claimed)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

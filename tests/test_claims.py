@@ -75,6 +75,19 @@ def test_reproduce_on_fake_papers(monkeypatch, tmp_path):
         C.reproduce(seeds=1, out=None, figure_path=None, log=None)
 
 
+def test_figure_scales_a_zero_baseline_and_labels_the_experiment(monkeypatch, tmp_path):
+    """A baseline mean of 0 (a random map's A.I.) must not blow the axis up (D is in % of the larger mean)."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    seen = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: seen.append(fig))
+    zero = {s: {"base": {"accuracy": 0.0}, "meth": {"accuracy": 0.01 * (s + 1)}} for s in range(3)}
+    C.figure([C.summarise(CLAIM, zero)], tmp_path / "f.png")
+    ax = seen[0].axes[0]
+    assert ax.get_xscale() == "symlog" and max(map(abs, ax.get_xlim())) < 1e4    # D = 200 % ± CI, not ~1e14 %
+    assert ax.get_yticklabels()[0].get_text().startswith("1. exp: accuracy, meth vs base")
+
+
 def test_unknown_paper_is_an_error():
     with pytest.raises(ValueError, match="only"):
         C.collect("no-such-paper")
