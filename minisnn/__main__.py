@@ -82,7 +82,7 @@ def _parser():
     for name, text, out in runs:
         m = sub.add_parser(name, formatter_class=fmt, help=text, description=text[0].upper() + text[1:] +
                            ": mean ± 95 % CI of method and baseline, their paired difference, the verdict.")
-        m.add_argument("--seeds", type=int, default=3, help="training seeds per experiment (>= 2)")
+        m.add_argument("--seeds", type=int, default=5, help="training seeds per experiment (>= 2)")
         m.add_argument("--quick", action="store_true", help="tiny data and 1 epoch: checks the pipeline, not claims")
         m.add_argument("--out", default=out, help="the Markdown table; its figure (.png) and results (.json) beside it")
         m.add_argument("--fashion-root", default=None, help="folder of the Fashion-MNIST IDX files, if you have them")

@@ -162,7 +162,7 @@ def figure(rows, path):
     fig.savefig(path, dpi=120)
 
 
-def reproduce(seeds=3, quick=False, only=None, out="results.md", figure_path="results.png", log=print):
+def reproduce(seeds=5, quick=False, only=None, out="results.md", figure_path="results.png", log=print):
     """Run the claims of every paper (or ``only`` one) over ``seeds`` seeds; write the table, the figure and the
     raw per-seed results (``out`` with .json); return the rows. ``quick``: tiny budgets (the test suite's)."""
     if int(seeds) != seeds or seeds < 2:

@@ -370,7 +370,7 @@ CLAIMS += [Claim("EventRPG", f"{_SAYS[d][0]}, {d}", _SAYS[d][1], f"EventRPG-augm
            for d in ("digits", "motion") for base in ("none", "EventDrop", "NDA")]
 
 
-def table(kind="table1", seeds=3, quick=False, log=None):
+def table(kind="table1", seeds=5, quick=False, log=None):
     """``python -m minisnn eventrpg --table table1|augment``: Table 1 (+ FashionDVS if present) or 3-5, every arm."""
     runs = {k: f for k, f in EXPERIMENTS.items() if f"-{kind}-" in k}
     if kind == "table1" and Path(FashionDVS.default_root).is_dir():
