@@ -64,7 +64,7 @@ def _parser():
     p = argparse.ArgumentParser(prog="python -m minisnn", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="command")
-    d = sub.add_parser("demo", formatter_class=fmt, help="train ConvSNN on DigitsDVS (60-120 s on 2 cores)",
+    d = sub.add_parser("demo", formatter_class=fmt, help="train ConvSNN on DigitsDVS (30-120 s on 2 cores)",
                        description="Train ConvSNN on DigitsDVS, select the epoch on a validation split, test once.")
     d.add_argument("--epochs", type=int, default=6, help="training epochs")
     d.add_argument("--T", type=int, default=10, help="time steps (frames per sample)")
