@@ -121,7 +121,7 @@ def _fmt(claim, m, h):
 
 
 def table(rows, seconds=None, header=""):
-    """The Markdown claims table (one row per claim), then the papers' words for each claim."""
+    """The Markdown claims table (one row per claim), then the papers' words, each quote once with its rows."""
     lines = [header, "| # | paper | where | experiment | metric | baseline | method | baseline: mean ± 95 % CI | "
              "method: mean ± 95 % CI | D = direction·(method − baseline) | seeds | verdict |", "|" + "---|" * 12]
     for i, r in enumerate(rows, 1):

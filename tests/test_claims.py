@@ -84,7 +84,7 @@ def test_figure_scales_a_zero_baseline_and_labels_the_experiment(monkeypatch, tm
     zero = {s: {"base": {"accuracy": 0.0}, "meth": {"accuracy": 0.01 * (s + 1)}} for s in range(3)}
     C.figure([C.summarise(CLAIM, zero)], tmp_path / "f.png")
     ax = seen[0].axes[0]
-    assert ax.get_xscale() == "symlog" and max(map(abs, ax.get_xlim())) < 1e4    # D = 200 % ± CI, not ~1e14 %
+    assert ax.get_xscale() == "symlog" and max(map(abs, ax.get_xlim())) < 1e4    # D = 100 % ± CI, not ~1e14 %
     assert ax.get_yticklabels()[0].get_text().startswith("1. exp: accuracy, meth vs base")
 
 
