@@ -22,6 +22,12 @@ def _seconds(fn):
     return time.perf_counter() - t0
 
 
+def paired_seconds(runs, repeats=7):
+    """{name: seconds per round} of the callables ``runs`` ({name: fn}), timed in turn in each of ``repeats`` rounds:
+    paired (interleaved, so that the machine's load falls on all alike); compare them by per-round ratios."""
+    return dict(zip(runs, np.array([[_seconds(fn) for fn in runs.values()] for _ in range(repeats)]).T))
+
+
 def _median_ms(fn, repeats):
     fn()  # warm-up
     return 1e3 * float(np.median([_seconds(fn) for _ in range(repeats)]))
@@ -62,9 +68,9 @@ def relevance_vs_step(T=10, N=32, repeats=7):
     for m in model:
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 1.0
-    calls = [step] + [lambda mode=mode: relevance.saliency(model, x, y, mode) for mode in relevance.MODES]
-    times = np.array([[_seconds(f) for f in calls] for _ in range(repeats + 1)])[1:]   # round 0 warms up, calibrates
-    return tuple(float(np.median(times[:, k] / times[:, 0])) for k in (1, 2))
+    calls = {"step": step, **{m: lambda m=m: relevance.saliency(model, x, y, m) for m in relevance.MODES}}
+    t = paired_seconds(calls, repeats + 1)   # round 0 warms up, calibrates
+    return tuple(float(np.median(t[m][1:] / t["step"][1:])) for m in relevance.MODES)
 
 
 def lif_fwd_bwd(shape=(16, 32, 16, 32, 32), repeats=7):

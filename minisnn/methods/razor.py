@@ -14,12 +14,12 @@ other reading, X' = m·X̃, is ``hard_input="refined"``. A pruned frame leaves t
 dropped: LIAF would still emit ReLU(0.3·h)), so the next synaptic layer computes the kept frames only (RazorNet).
 The paper's equations 1-11 are lost from our text; RECONSTRUCTED marks our reading of the prose (specs/razor.md).
 """
-import time
 
 import numpy as np
 
 from .. import functional as F
 from .. import losses, models, neurons, train
+from ..bench import paired_seconds
 from ..autograd import Tensor, no_grad, tensor
 from ..claims import Claim
 from ..nn import Conv2d, Linear, Module, Parameter, Sequential, _count
@@ -192,18 +192,6 @@ def evaluate_pruning(model, loader):
     saved, total = (sum(r[k] for r, _ in rs) for k in ("saved_macs", "total_macs"))
     return {"accuracy": sum(int(np.sum(r["output"].mean(0).argmax(-1) == y)) for r, y in rs) / n, "saved_macs": saved,
             "pruned_fraction": pruned.tolist(), "total_macs": total, "saved_fraction": saved / total}
-
-
-def paired_seconds(runs, repeats=7):
-    """{name: per-round seconds} of the callables ``runs`` ({name: fn}), timed in turn in each of ``repeats`` rounds:
-    paired (same inputs, interleaved so the machine's load falls on all alike); compare by per-round ratios."""
-    times = {k: [] for k in runs}
-    for _ in range(repeats):
-        for k, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: np.array(v) for k, v in times.items()}
 
 
 def run_comparison(dataset="motion", epochs=None, quick=False, log=print, T=8, width=0.25, rule=None, lr=3e-3,
